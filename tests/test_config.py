@@ -1,0 +1,74 @@
+"""Config conversion and validation: one clear error naming field, value and allowed."""
+
+import dataclasses
+
+import pytest
+
+from configs import base, dense
+from zoo import config as config_lib
+from zoo.config import ConfigError
+from zoo.testing import tiny_config
+
+
+def test_every_dense_preset_parses_and_validates():
+  for size in dense.SIZES:
+    cfg = config_lib.from_configdict(dense.get_config(size))
+    config_lib.validate(dataclasses.replace(cfg), num_devices=1)
+    assert cfg.model.vocab_size == cfg.data.vocab_size
+
+
+def test_table1_presets_match_the_paper():
+  for size, (layers, width, heads, lr) in dense.TABLE1.items():
+    cfg = config_lib.from_configdict(dense.get_config(size))
+    assert (cfg.model.num_layers, cfg.model.d_model, cfg.model.num_heads) == (layers, width, heads)
+    assert cfg.optimizer.lr == lr and cfg.seq_len == 1024 and cfg.batch_size == 80
+    assert cfg.optimizer.warmup_steps * 80 * 1024 == 409_600_000
+    assert cfg.model.dropout == 0.1 and cfg.optimizer.weight_decay == 0.0
+    assert cfg.optimizer.grad_clip == 1.0 and cfg.optimizer.schedule == "cosine"
+
+
+def test_unknown_field_is_named():
+  c = base.get_config()
+  with c.unlocked():
+    c.model.widht = 3  # a typo a user could make through a custom config
+  with pytest.raises(ConfigError, match=r"config\.model\.widht"):
+    config_lib.from_configdict(c)
+
+
+def test_wrong_type_is_named():
+  c = base.get_config().to_dict()  # ConfigDict itself would refuse the assignment
+  c["steps"] = "many"
+  with pytest.raises(ConfigError, match=r"config\.steps='many'.*integer"):
+    config_lib.from_configdict(c)
+
+
+@pytest.mark.parametrize("change, devices, field", [
+    (dict(model=dict(num_heads=5)), 1, "model.num_heads"),
+    (dict(model=dict(d_model=0)), 1, "model.d_model"),
+    (dict(model=dict(pattern=("dense", "nope"))), 1, "model.pattern"),
+    (dict(model=dict(activation="tanh")), 1, "model.activation"),
+    (dict(steps=-3), 1, "steps"),
+    (dict(batch_size=6, mesh=dict(data=-1)), 4, "batch_size"),
+    (dict(mesh=dict(data=3)), 8, "mesh"),
+    (dict(mesh=dict(data=-1, fsdp=-1)), 8, "mesh.fsdp"),
+    (dict(data=dict(source="local_text", path="/no/such/file.txt")), 1, "data.path"),
+    (dict(data=dict(source="web")), 1, "data.source"),
+    (dict(optimizer=dict(schedule="step")), 1, "optimizer.schedule"),
+])
+def test_bad_values_name_the_field(change, devices, field):
+  cfg = tiny_config()
+  for group, values in change.items():
+    if isinstance(values, dict):
+      cfg = dataclasses.replace(cfg, **{group: dataclasses.replace(getattr(cfg, group), **values)})
+    else:
+      cfg = dataclasses.replace(cfg, **{group: values})
+  with pytest.raises(ConfigError) as err:
+    config_lib.validate(cfg, devices)
+  assert err.value.field == field
+  message = str(err.value)
+  assert "\n" not in message and f"config.{field}=" in message and "allowed" in message
+
+
+def test_mesh_fill():
+  sizes = config_lib.validate_mesh(config_lib.MeshConfig(data=2, fsdp=-1, tensor=2), 8)
+  assert sizes == {"data": 2, "fsdp": 2, "tensor": 2, "expert": 1}

@@ -1,0 +1,37 @@
+"""Trains a model from a config file.
+
+  python train.py --config configs/dense.py:tiny --workdir /tmp/zoo/dense_tiny \
+      [--config.steps=200 --config.model.d_model=128 ...]
+
+Any config field can be overridden with --config.FIELD=VALUE. A bad value stops with one
+line naming the field, before anything is compiled or written.
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from zoo import config as config_lib
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<size>")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics (and checkpoints) go.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  del argv
+  import jax
+
+  from zoo import training
+
+  try:
+    cfg = config_lib.from_configdict(_CONFIG.value)
+    config_lib.validate(cfg, jax.device_count())
+    training.train(cfg, _WORKDIR.value)
+  except config_lib.ConfigError as e:
+    sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)

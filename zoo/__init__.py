@@ -1,0 +1,1 @@
+"""The zoo: language-model architectures that separate parameter count from compute."""

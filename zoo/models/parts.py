@@ -1,0 +1,178 @@
+"""Shared transformer parts: norms, rotary positions, causal attention, MLP, embeddings.
+
+Axis letters: B batch, L query length, S key length, D model width, H heads, K head size,
+F MLP hidden, V vocabulary. Parameters are created with logical sharding names
+(`embed`, `heads`, `kv`, `mlp`, `vocab`); `zoo/sharding.py` maps them to the mesh.
+Rotary embeddings: Su et al. 2021, "RoFormer" (arXiv:2104.09864).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from zoo.config import ModelConfig
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What every block receives beside the residual stream `x_BLD`.
+
+  positions_BL and segment_ids_BL describe packed sequences (segment 0 is padding);
+  `rng` is the dropout key of this layer, None when deterministic.
+  """
+
+  positions_BL: jax.Array
+  segment_ids_BL: jax.Array
+  rng: jax.Array | None = None
+
+  def for_layer(self, index) -> "Context":
+    rng = None if self.rng is None else jax.random.fold_in(self.rng, index)
+    return dataclasses.replace(self, rng=rng)
+
+
+def annotated(value, logical, kind=nnx.Param) -> nnx.Variable:
+  """A variable with logical sharding names; `zoo.sharding` places it on the mesh."""
+  return kind(value, out_sharding=logical, eager_sharding=False)
+
+
+def param(rngs: nnx.Rngs, shape, logical, std: float, kind=nnx.Param) -> nnx.Variable:
+  """A normal(0, std) float32 parameter annotated with logical sharding names."""
+  return annotated(std * jax.random.normal(rngs.params(), shape, jnp.float32), logical, kind)
+
+
+def dropout(x, rate: float, rng: jax.Array | None, salt: int):
+  if rng is None or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(jax.random.fold_in(rng, salt), 1.0 - rate, x.shape)
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+class Norm(nnx.Module):
+  """RMSNorm (Zhang & Sennrich 2019) or LayerNorm, computed in float32."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    del rngs
+    self.kind = cfg.norm
+    self.scale = annotated(jnp.ones((cfg.d_model,), jnp.float32), ("embed",))
+    if cfg.norm == "layernorm":
+      self.bias = annotated(jnp.zeros((cfg.d_model,), jnp.float32), ("embed",))
+
+  def __call__(self, x_BLD):
+    x = x_BLD.astype(jnp.float32)
+    if self.kind == "layernorm":
+      x = x - jnp.mean(x, axis=-1, keepdims=True)
+    y = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + 1e-6) * self.scale[...]
+    if self.kind == "layernorm":
+      y = y + self.bias[...]
+    return y.astype(x_BLD.dtype)
+
+
+def rotary(x_BLHK, positions_BL, base: float):
+  """Rotates feature pairs (i, i + K/2) by position-dependent angles (RoFormer)."""
+  half = x_BLHK.shape[-1] // 2
+  freq = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angle_BLK = positions_BL[..., None].astype(jnp.float32) * freq
+  sin, cos = jnp.sin(angle_BLK)[:, :, None, :], jnp.cos(angle_BLK)[:, :, None, :]
+  x1, x2 = jnp.split(x_BLHK.astype(jnp.float32), 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BLHK.dtype)
+
+
+def attention_mask(q_pos_BL, q_seg_BL, k_pos_BS, k_seg_BS):
+  """[B, 1, L, S] True where query may attend to key: same segment and not in the future.
+
+  Causality is by position, so the mask is right for packed sequences, for a subset of
+  tokens (MoD keeps tokens in order with their original positions) and for a KV cache.
+  """
+  same = (q_seg_BL[:, :, None] == k_seg_BS[:, None, :]) & (k_seg_BS[:, None, :] > 0)
+  past = k_pos_BS[:, None, :] <= q_pos_BL[:, :, None]
+  return (same & past)[:, None]
+
+
+def dot_attention(q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
+  """Softmax attention in float32 logits; fully masked rows (padding) give zeros."""
+  scale = q_BLHK.shape[-1] ** -0.5
+  logits = jnp.einsum("blhk,bshk->bhls", q_BLHK, k_BSHK).astype(jnp.float32) * scale
+  logits = jnp.where(mask_B1LS, logits, jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(logits, axis=-1)
+  probs = jnp.where(mask_B1LS.any(-1, keepdims=True), probs, 0.0).astype(v_BSHK.dtype)
+  return jnp.einsum("bhls,bshk->blhk", probs, v_BSHK)
+
+
+class Attention(nnx.Module):
+  """Multi-head causal self-attention with rotary positions and packed-segment masking."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    d, h, k = cfg.d_model, cfg.num_heads, cfg.head_size
+    self.cfg = cfg
+    self.qkv_D3HK = param(rngs, (d, 3, h, k), ("embed", None, "heads", "kv"), cfg.init_std)
+    out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
+    self.out_HKD = param(rngs, (h, k, d), ("heads", "kv", "embed"), out_std)
+
+  def __call__(self, x_BLD, ctx: Context):
+    dtype = x_BLD.dtype
+    qkv = jnp.einsum("bld,dthk->tblhk", x_BLD, self.qkv_D3HK[...].astype(dtype))
+    q, k, v = (rotary(qkv[0], ctx.positions_BL, self.cfg.rope_base),
+               rotary(qkv[1], ctx.positions_BL, self.cfg.rope_base), qkv[2])
+    mask = attention_mask(ctx.positions_BL, ctx.segment_ids_BL,
+                          ctx.positions_BL, ctx.segment_ids_BL)
+    out_BLHK = dot_attention(q, k, v, mask)
+    return jnp.einsum("blhk,hkd->bld", out_BLHK, self.out_HKD[...].astype(dtype))
+
+
+ACTIVATIONS = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "silu": jax.nn.silu,
+               "swiglu": jax.nn.silu, "geglu": jax.nn.gelu}
+
+
+class MLP(nnx.Module):
+  """Two-layer MLP; gated (GLU) variants have a second input projection."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, hidden: int | None = None):
+    d, f = cfg.d_model, hidden or cfg.hidden_size
+    self.activation = cfg.activation
+    self.gated = cfg.activation in ("swiglu", "geglu")
+    self.in_DF = param(rngs, (d, f), ("embed", "mlp"), cfg.init_std)
+    if self.gated:
+      self.gate_DF = param(rngs, (d, f), ("embed", "mlp"), cfg.init_std)
+    self.out_FD = param(rngs, (f, d), ("mlp", "embed"), cfg.init_std / (2 * cfg.num_layers) ** 0.5)
+
+  def __call__(self, x_BLD):
+    dtype = x_BLD.dtype
+    h = jnp.einsum("bld,df->blf", x_BLD, self.in_DF[...].astype(dtype))
+    act = ACTIVATIONS[self.activation]
+    if self.gated:
+      h = act(jnp.einsum("bld,df->blf", x_BLD, self.gate_DF[...].astype(dtype))) * h
+    else:
+      h = act(h)
+    return jnp.einsum("blf,fd->bld", h, self.out_FD[...].astype(dtype))
+
+
+class Embed(nnx.Module):
+  """Token embedding; `attend` gives logits against the same table (tied embeddings)."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.table_VD = param(rngs, (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
+                          cfg.init_std)
+
+  def __call__(self, tokens_BL, dtype):
+    return jnp.take(self.table_VD[...], tokens_BL, axis=0).astype(dtype)
+
+  def attend(self, x_BLD):
+    return jnp.einsum("bld,vd->blv", x_BLD, self.table_VD[...].astype(x_BLD.dtype))
+
+
+class Unembed(nnx.Module):
+  """Untied output projection."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.out_DV = param(rngs, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), cfg.init_std)
+
+  def __call__(self, x_BLD):
+    return jnp.einsum("bld,dv->blv", x_BLD, self.out_DV[...].astype(x_BLD.dtype))

@@ -1,0 +1,45 @@
+"""Tiny configs shared by tests and notebooks: they build and run in a second on a CPU."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from zoo.config import Config, DataConfig, MeshConfig, ModelConfig, OptimizerConfig
+
+
+def tiny_model(**overrides) -> ModelConfig:
+  base = dict(vocab_size=64, num_layers=2, d_model=32, num_heads=4, d_ff=64)
+  return ModelConfig(**{**base, **overrides})
+
+
+def tiny_config(*, model: ModelConfig | None = None, mesh: MeshConfig | None = None,
+                **overrides) -> Config:
+  model = model or tiny_model()
+  base = dict(steps=20, batch_size=8, seq_len=16, log_every=5, eval_every=10,
+              eval_batches=2, model=model, mesh=mesh or MeshConfig(data=1),
+              optimizer=OptimizerConfig(lr=3e-3, warmup_steps=2),
+              data=DataConfig(vocab_size=model.vocab_size))
+  return Config(**{**base, **overrides})
+
+
+def random_batch(cfg: Config, seed: int = 0, *, packed: bool = True) -> dict[str, np.ndarray]:
+  """A batch in the pipeline's format; `packed` puts two documents in each row."""
+  rng = np.random.default_rng(seed)
+  b, l = cfg.batch_size, cfg.seq_len
+  tokens = rng.integers(1, cfg.model.vocab_size, (b, l + 1))
+  segment_ids = np.ones((b, l), np.int32)
+  positions = np.tile(np.arange(l), (b, 1))
+  if packed:
+    cut = l // 3
+    segment_ids[:, cut:] = 2
+    segment_ids[:, l - 2:] = 0  # padding at the end
+    positions[:, cut:] -= cut
+    positions[:, l - 2:] = 0
+  return {"inputs": tokens[:, :-1].astype(np.int32), "targets": tokens[:, 1:].astype(np.int32),
+          "segment_ids": segment_ids, "positions": positions.astype(np.int32)}
+
+
+def with_model(cfg: Config, **model_overrides) -> Config:
+  return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model_overrides))

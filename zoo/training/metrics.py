@@ -1,0 +1,90 @@
+"""Metric sinks (metrics.jsonl and TensorBoard event files) and device peak FLOP/s for MFU."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# Dense bfloat16 peak FLOP/s per chip (vendor figures), matched as substrings of device_kind.
+PEAK_FLOPS = (
+    ("TPU v6", 918e12),
+    ("TPU v5p", 459e12),
+    ("TPU v5", 197e12),  # v5e / "TPU v5 lite"
+    ("TPU v4", 275e12),
+    ("H200", 989e12),
+    ("H100", 989e12),
+    ("A100", 312e12),
+)
+
+
+def measured_matmul_flops(n: int = 1024, repeats: int = 5) -> float:
+  """Best float32 matmul FLOP/s of this device: the CPU's stand-in for a vendor peak."""
+  a = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = math.inf
+  for _ in range(repeats):
+    start = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - start)
+  return 2 * n**3 / best
+
+
+def peak_flops_per_device(override: float = 0.0) -> float:
+  if override:
+    return override
+  kind = jax.devices()[0].device_kind
+  for name, flops in PEAK_FLOPS:
+    if name in kind:
+      return flops
+  return measured_matmul_flops()
+
+
+class MetricWriter:
+  """Writes one JSON object per step to `metrics.jsonl` and the same scalars to TensorBoard.
+
+  Only process 0 writes. Each step appears once: records for the same step are merged
+  before they are written (`flush` at the end of a step).
+  """
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    self.pending: dict[int, dict] = {}
+    if self.enabled:
+      from tensorboardX import SummaryWriter  # no TensorFlow needed
+      self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def add(self, step: int, values: dict) -> None:
+    self.pending.setdefault(step, {}).update(
+        {k: _scalar(v) for k, v in values.items()})
+
+  def flush(self) -> None:
+    if not self.enabled:
+      self.pending.clear()
+      return
+    for step in sorted(self.pending):
+      record = {"step": step, **self.pending[step]}
+      self.jsonl.write(json.dumps(record) + "\n")
+      for name, value in record.items():
+        if name != "step" and value is not None:
+          self.tb.add_scalar(name, value, step)
+    self.pending.clear()
+    self.jsonl.flush()
+    self.tb.flush()
+
+  def close(self) -> None:
+    self.flush()
+    if self.enabled:
+      self.jsonl.close()
+      self.tb.close()
+
+
+def _scalar(value) -> float:
+  return float(np.asarray(value))  # NaN stays NaN: a diverged run must show it

@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(dict(
       num_layers=2, d_model=128, num_heads=4, head_dim=0, d_ff=0, activation="gelu",
-      dropout=0.0, tie_embeddings=True, pattern=("dense",), norm="rmsnorm",
+      dropout=0.0, tie_embeddings=True, pattern=("dense",), stack="plain", norm="rmsnorm",
       rope_base=10_000.0, init_std=0.02, scan_layers=False, remat="none",
       compute_dtype="float32", param_dtype="float32"))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, expert=1))

@@ -39,6 +39,7 @@ class ModelConfig:
   dropout: float = 0.0
   tie_embeddings: bool = True
   pattern: tuple[str, ...] = ("dense",)
+  stack: str = "plain"  # how the blocks are applied: a registered stack kind
   norm: str = "rmsnorm"
   rope_base: float = 10_000.0
   init_std: float = 0.02
@@ -246,10 +247,7 @@ def validate_model(m: ModelConfig, prefix: str = "model.") -> None:
     raise ConfigError(prefix + "pattern", m.pattern, "a non-empty tuple of block kinds")
   for kind in m.pattern:
     _one_of(prefix + "pattern", kind, registry.block_kinds())
-  if m.scan_layers and m.num_layers % len(m.pattern):
-    raise ConfigError(
-        prefix + "num_layers", m.num_layers,
-        f"a multiple of len(model.pattern)={len(m.pattern)} when model.scan_layers=True")
+  _one_of(prefix + "stack", m.stack, registry.stack_kinds())
 
 
 def validate_data(d: DataConfig) -> None:

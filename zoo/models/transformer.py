@@ -66,8 +66,9 @@ def _unit_fn(graphdef, remat: str):
   return jax.checkpoint(apply, policy=REMAT_POLICIES[remat], static_argnums=())
 
 
+@registry.register_stack("plain")
 class Stack(nnx.Module):
-  """`num_layers / len(pattern)` units, unrolled or scanned."""
+  """`num_layers / len(pattern)` units, unrolled or scanned, applied once."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
@@ -127,7 +128,7 @@ class Decoder(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.embed = Embed(cfg, rngs=rngs)
-    self.stack = Stack(cfg, rngs=rngs)
+    self.stack = registry.make_stack(cfg.stack, cfg, rngs=rngs)
     self.final_norm = Norm(cfg, rngs=rngs)
     if not cfg.tie_embeddings:
       self.unembed = Unembed(cfg, rngs=rngs)

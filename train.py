@@ -9,7 +9,7 @@ line naming the field, before anything is compiled or written.
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from zoo import config as config_lib
@@ -21,6 +21,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax and grain log every file at INFO
   import jax
 
   from zoo import training

@@ -106,6 +106,10 @@ def dot_attention(q_BLHK, k_BSHK, v_BSHK, mask_B1LS):
   return jnp.einsum("bhls,bshk->blhk", probs, v_BSHK)
 
 
+class KVCache(nnx.Variable):
+  """Keys and values of earlier tokens, for decoding; never trained and never checkpointed."""
+
+
 class Attention(nnx.Module):
   """Multi-head causal self-attention with rotary positions and packed-segment masking."""
 
@@ -116,15 +120,38 @@ class Attention(nnx.Module):
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
     self.out_HKD = param(rngs, (h, k, d), ("heads", "kv", "embed"), out_std)
 
+  def init_cache(self, batch: int, max_len: int, dtype, lead: tuple[int, ...] = ()):
+    """Empty key/value cache for decoding; `lead` is the stacked-layers axis under scan."""
+    h, k = self.cfg.num_heads, self.cfg.head_size
+    self.cache_k = KVCache(jnp.zeros((*lead, batch, max_len, h, k), dtype))
+    self.cache_v = KVCache(jnp.zeros((*lead, batch, max_len, h, k), dtype))
+    self.cache_pos = KVCache(jnp.zeros((*lead, batch, max_len), jnp.int32))
+    self.cache_seg = KVCache(jnp.zeros((*lead, batch, max_len), jnp.int32))  # 0: empty slot
+    self.cache_end = KVCache(jnp.zeros(lead, jnp.int32))
+
   def __call__(self, x_BLD, ctx: Context):
     dtype = x_BLD.dtype
     qkv = jnp.einsum("bld,dthk->tblhk", x_BLD, self.qkv_D3HK[...].astype(dtype))
     q, k, v = (rotary(qkv[0], ctx.positions_BL, self.cfg.rope_base),
                rotary(qkv[1], ctx.positions_BL, self.cfg.rope_base), qkv[2])
-    mask = attention_mask(ctx.positions_BL, ctx.segment_ids_BL,
-                          ctx.positions_BL, ctx.segment_ids_BL)
+    k_pos, k_seg = ctx.positions_BL, ctx.segment_ids_BL
+    if getattr(self, "cache_k", None) is not None:
+      k, v, k_pos, k_seg = self._extend_cache(k, v, k_pos, k_seg)
+    mask = attention_mask(ctx.positions_BL, ctx.segment_ids_BL, k_pos, k_seg)
     out_BLHK = dot_attention(q, k, v, mask)
     return jnp.einsum("blhk,hkd->bld", out_BLHK, self.out_HKD[...].astype(dtype))
+
+  def _extend_cache(self, k_BLHK, v_BLHK, pos_BL, seg_BL):
+    """Writes the new keys at the cache end; returns the whole cache to attend over."""
+    end = self.cache_end[...]
+    update = lambda cache, new: jax.lax.dynamic_update_slice_in_dim(  # noqa: E731
+        cache[...], new.astype(cache.dtype), end, axis=1)
+    self.cache_k[...] = update(self.cache_k, k_BLHK)
+    self.cache_v[...] = update(self.cache_v, v_BLHK)
+    self.cache_pos[...] = update(self.cache_pos, pos_BL)
+    self.cache_seg[...] = update(self.cache_seg, seg_BL)
+    self.cache_end[...] = end + k_BLHK.shape[1]
+    return self.cache_k[...], self.cache_v[...], self.cache_pos[...], self.cache_seg[...]
 
 
 ACTIVATIONS = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "silu": jax.nn.silu,

@@ -16,7 +16,8 @@ from flax import nnx
 from zoo import sharding
 from zoo.config import ModelConfig
 from zoo.models import registry
-from zoo.models.parts import DTYPES, MLP, Attention, Context, Embed, Norm, Unembed, dropout
+from zoo.models.parts import (DTYPES, MLP, Attention, Context, Embed, KVCache, Norm, Unembed,
+                              dropout)
 
 
 @registry.register("dense")
@@ -56,10 +57,16 @@ REMAT_POLICIES = {
 
 
 def _unit_fn(graphdef, remat: str):
-  """A pure function (unit_state, x, ctx) -> (x, aux), rematerialised if asked."""
+  """A pure function (unit_state, x, ctx) -> (x, aux, kv caches), rematerialised if asked.
+
+  The updated decoding caches are returned because the unit is rebuilt from its state
+  here; outside decoding they are empty.
+  """
 
   def apply(state, x_BLD, ctx):
-    return nnx.merge(graphdef, state)(x_BLD, ctx)
+    unit = nnx.merge(graphdef, state)
+    x_BLD, aux = unit(x_BLD, ctx)
+    return x_BLD, aux, nnx.state(unit, KVCache)
 
   if remat == "none":
     return apply
@@ -94,14 +101,18 @@ class Stack(nnx.Module):
 
       def body(x, inputs):
         unit_state, r = inputs
-        return fn(unit_state, x, ctx.for_layer(r))
+        x, aux, caches = fn(unit_state, x, ctx.for_layer(r))
+        return x, (aux, caches)
 
-      x_BLD, stacked_aux = jax.lax.scan(body, x_BLD, (state, jnp.arange(self.repeats)))
+      x_BLD, (stacked_aux, caches) = jax.lax.scan(
+          body, x_BLD, (state, jnp.arange(self.repeats)))
+      nnx.update(self.units, caches)
       per_unit = [jax.tree.map(lambda a, r=r: a[r], stacked_aux) for r in range(self.repeats)]
     else:
       for r, unit in enumerate(self.units):
         graphdef, state = nnx.split(unit)
-        x_BLD, aux = _unit_fn(graphdef, self.cfg.remat)(state, x_BLD, ctx.for_layer(r))
+        x_BLD, aux, caches = _unit_fn(graphdef, self.cfg.remat)(state, x_BLD, ctx.for_layer(r))
+        nnx.update(unit, caches)
         per_unit.append(aux)
     tail_ctx = ctx.for_layer(self.repeats)
     tail_aux = {}
@@ -133,8 +144,20 @@ class Decoder(nnx.Module):
     if not cfg.tie_embeddings:
       self.unembed = Unembed(cfg, rngs=rngs)
 
+  def init_cache(self, batch: int, max_len: int) -> None:
+    """Gives every attention layer an empty KV cache: later calls extend it (decoding)."""
+    dtype = DTYPES[self.cfg.compute_dtype]
+    for path, module in self.iter_modules():
+      if isinstance(module, Attention):
+        stacked = self.cfg.scan_layers and tuple(path[:2]) == ("stack", "units")
+        module.init_cache(batch, max_len, dtype, (self.stack.repeats,) if stacked else ())
+
   def __call__(self, tokens_BL, positions_BL=None, segment_ids_BL=None, *, rng=None):
-    """Returns float32 logits [B, L, V] and the blocks' aux dict (per layer)."""
+    """Returns float32 logits [B, L, V] and the blocks' aux dict (per layer).
+
+    After `init_cache`, each call appends its tokens to the cache and attends over all
+    cached tokens: pass the positions of the new tokens.
+    """
     b, l = tokens_BL.shape
     if positions_BL is None:
       positions_BL = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))

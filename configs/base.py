@@ -26,7 +26,19 @@ def get_config() -> ml_collections.ConfigDict:
       num_layers=2, d_model=128, num_heads=4, head_dim=0, d_ff=0, activation="gelu",
       dropout=0.0, tie_embeddings=True, pattern=("dense",), stack="plain", norm="rmsnorm",
       rope_base=10_000.0, init_std=0.02, scan_layers=False, remat="none",
-      compute_dtype="float32", param_dtype="float32"))
+      compute_dtype="float32", param_dtype="float32",
+      # Family options (zoo/config.py documents each group).
+      ladder=dict(ladder_size=2),
+      staircase=dict(forward_size=64, staircase_size=128, memory=128, attention_span=128),
+      doped=dict(frozen_hidden_mult=6),
+      structured=dict(num_blocks=4),
+      mod=dict(capacity=0.125, routing="learned", router_loss_weight=0.01,
+               predictor_loss_weight=0.1, predictor_hidden=0, decode="predictor",
+               decode_threshold=0.0)))
+  c.model.moe = ml_collections.ConfigDict(dict(
+      router="switch", num_experts=8, top_k=1, capacity_factor=1.25, granularity=1,
+      aux_loss_weight=0.01, z_loss_weight=0.0, hash_kind="random", hash_frequencies="",
+      hash_seed=0, backend=""))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, expert=1))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-3, warmup_steps=100, schedule="cosine", min_lr_ratio=0.1,

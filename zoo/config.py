@@ -27,6 +27,101 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
+class LadderConfig:
+  """Stack "ladder" (Ju et al. 2021): the whole stack applied `ladder_size` times."""
+
+  ladder_size: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class StaircaseConfig:
+  """Stack "staircase" (Ju et al. 2021); defaults are the paper's algorithmic setting.
+
+  forward_size F: new tokens per step; staircase_size S: tokens per pass (S/F passes per
+  chunk); memory: cached tokens per layer from chunks already emitted (0: none);
+  attention_span: how far back (positions) a query may attend (0: no limit).
+  """
+
+  forward_size: int = 64
+  staircase_size: int = 128
+  memory: int = 128
+  attention_span: int = 128
+
+
+@dataclasses.dataclass(frozen=True)
+class DopedConfig:
+  """Block "frozen_mlp" (Chatelain et al. 2021): hidden width = frozen_hidden_mult x d_model."""
+
+  frozen_hidden_mult: int = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class StructuredConfig:
+  """Block "block_hadamard" (Chatelain et al. 2021): diagonal blocks of its two matrices."""
+
+  num_blocks: int = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class ModConfig:
+  """Block "mod" (Raposo et al. 2024, Mixture-of-Depths): a dense block routed by capacity.
+
+  capacity c: fraction of each sequence's tokens a routed block processes (k = ceil(c L));
+  routing: "learned" (top-k of the router r = w.x) or "stochastic" (top-k of Gaussian
+  noise, the paper's ablation); router_loss_weight: BCE of the router logits against the
+  top-k decisions (the paper's sampling method a); predictor_loss_weight and
+  predictor_hidden: the auxiliary MLP predictor on stop-gradient inputs (method b; hidden
+  0: d_model // 4); decode: what decides causally when sampling, "predictor" (logit > 0)
+  or "router" (r > decode_threshold).
+  """
+
+  capacity: float = 0.125
+  routing: str = "learned"
+  router_loss_weight: float = 0.01
+  predictor_loss_weight: float = 0.1
+  predictor_hidden: int = 0
+  decode: str = "predictor"
+  decode_threshold: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class MoeConfig:
+  """Block "moe" (zoo/models/moe.py): attention + a Mixture-of-Experts MLP.
+
+  router: "switch" (top-1, Fedus et al. 2021), "topk" (top_k >= 2, normalised gates),
+  "expert_choice" (Zhou et al. 2022; not causal), "base" (balanced assignment, Lewis et al.
+  2021), "hash" (fixed token -> expert map, Roller et al. 2021). num_experts: experts per
+  MoE layer (for fine-grained MoE, Krajewski et al. 2024: granularity x expansion rate).
+  top_k: experts per token (token choice), or per token on average (expert choice, times
+  capacity_factor). capacity_factor: slots per expert = capacity_factor x top_k x L / E
+  (routing groups are sequences); 0 = dropless (token choice only). granularity G: each
+  expert is d_ff / G wide. aux_loss_weight: alpha of the load-balance loss
+  alpha E sum_i f_i P_i; z_loss_weight: the router z-loss (0: off). hash_kind: "random",
+  "balanced", "bigram", "previous", "position" or "oracle" (next token: a leakage check,
+  never for results); hash_frequencies: a .npy of token counts for "balanced" ('' : a
+  Zipf prior by token id); hash_seed seeds the map. backend: kernels' backend ('' picks by
+  platform; "xla", "pallas_tpu", "pallas_interpret").
+  """
+
+  router: str = "switch"
+  num_experts: int = 8
+  top_k: int = 1
+  capacity_factor: float = 1.25
+  granularity: int = 1
+  aux_loss_weight: float = 0.01
+  z_loss_weight: float = 0.0
+  hash_kind: str = "random"
+  hash_frequencies: str = ""
+  hash_seed: int = 0
+  backend: str = ""
+
+  @property
+  def expansion(self) -> float:
+    """Krajewski et al.'s expansion rate E: total expert parameters / dense MLP parameters."""
+    return self.num_experts / self.granularity
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """The decoder stack. `pattern` is tiled over `num_layers`; each entry is a block kind."""
 
@@ -48,6 +143,12 @@ class ModelConfig:
   compute_dtype: str = "float32"
   param_dtype: str = "float32"
   vocab_size: int = 0  # filled from data.vocab_size
+  ladder: LadderConfig = LadderConfig()
+  staircase: StaircaseConfig = StaircaseConfig()
+  doped: DopedConfig = DopedConfig()
+  structured: StructuredConfig = StructuredConfig()
+  mod: ModConfig = ModConfig()
+  moe: MoeConfig = MoeConfig()
 
   @property
   def head_size(self) -> int:
@@ -147,7 +248,12 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
+MOE_ROUTERS = ("switch", "topk", "expert_choice", "base", "hash")
+HASH_KINDS = ("random", "balanced", "bigram", "previous", "position", "oracle")
+KERNEL_BACKENDS = ("", "xla", "pallas_tpu", "pallas_interpret")
 DATA_SOURCES = ("stdlib", "local_text", "tfds")
+MOD_ROUTING = ("learned", "stochastic")
+MOD_DECODE = ("predictor", "router")
 
 
 # ----------------------------------------------------------------------------------------
@@ -248,6 +354,78 @@ def validate_model(m: ModelConfig, prefix: str = "model.") -> None:
   for kind in m.pattern:
     _one_of(prefix + "pattern", kind, registry.block_kinds())
   _one_of(prefix + "stack", m.stack, registry.stack_kinds())
+  _validate_families(m, prefix)
+  _validate_moe(m, prefix)
+
+
+def _validate_families(m: ModelConfig, prefix: str) -> None:
+  """The nested groups of the recurrent, doped and structured families."""
+  _positive(prefix + "ladder.ladder_size", m.ladder.ladder_size)
+  sc, scp = m.staircase, prefix + "staircase."
+  _positive(scp + "forward_size", sc.forward_size)
+  _positive(scp + "staircase_size", sc.staircase_size)
+  if sc.staircase_size % sc.forward_size:
+    raise ConfigError(scp + "staircase_size", sc.staircase_size,
+                      f"a multiple of {scp}forward_size={sc.forward_size}")
+  _positive(scp + "memory", sc.memory, allow_zero=True)
+  if sc.memory % sc.forward_size:
+    raise ConfigError(scp + "memory", sc.memory,
+                      f"a multiple of {scp}forward_size={sc.forward_size} (0: no memory)")
+  _positive(scp + "attention_span", sc.attention_span, allow_zero=True)
+  if m.stack == "staircase":
+    for kind in m.pattern:
+      _one_of(prefix + "pattern", kind, ("dense",))  # layers attend over a cached memory
+    if m.scan_layers:
+      raise ConfigError(prefix + "scan_layers", True, "False with model.stack='staircase'")
+  _validate_mod(m.mod, prefix + "mod.")
+  _positive(prefix + "doped.frozen_hidden_mult", m.doped.frozen_hidden_mult)
+  blocks = m.structured.num_blocks
+  if blocks <= 0 or blocks & (blocks - 1):
+    raise ConfigError(prefix + "structured.num_blocks", blocks, "a power of two")
+  if "block_hadamard" in m.pattern:
+    for width in (m.d_model, m.hidden_size):
+      if width % blocks:
+        raise ConfigError(prefix + "structured.num_blocks", blocks,
+                          f"a divisor of model.d_model={m.d_model} and of the MLP hidden "
+                          f"size {m.hidden_size}")
+
+
+def _validate_mod(mod: ModConfig, prefix: str) -> None:
+  if not 0.0 < mod.capacity <= 1.0:
+    raise ConfigError(prefix + "capacity", mod.capacity, "0 < capacity <= 1")
+  _one_of(prefix + "routing", mod.routing, MOD_ROUTING)
+  _one_of(prefix + "decode", mod.decode, MOD_DECODE)
+  _positive(prefix + "router_loss_weight", mod.router_loss_weight, allow_zero=True)
+  _positive(prefix + "predictor_loss_weight", mod.predictor_loss_weight, allow_zero=True)
+  _positive(prefix + "predictor_hidden", mod.predictor_hidden, allow_zero=True)
+
+
+def _validate_moe(m: ModelConfig, prefix: str) -> None:
+  """Block "moe": router kind, expert counts, capacity, hash map."""
+  mo, p = m.moe, prefix + "moe."
+  _one_of(p + "router", mo.router, MOE_ROUTERS)
+  _positive(p + "num_experts", mo.num_experts)
+  if mo.router in ("switch", "base", "hash") and mo.top_k != 1:
+    raise ConfigError(p + "top_k", mo.top_k, f"1 with {p}router={mo.router!r}")
+  if mo.router == "topk" and not 2 <= mo.top_k <= mo.num_experts:
+    raise ConfigError(p + "top_k", mo.top_k,
+                      f"2 <= top_k <= {p}num_experts={mo.num_experts} with router 'topk'")
+  if mo.router == "expert_choice" and mo.top_k < 1:
+    raise ConfigError(p + "top_k", mo.top_k, ">= 1")
+  _positive(p + "capacity_factor", mo.capacity_factor, allow_zero=True)
+  if mo.capacity_factor == 0 and mo.router == "expert_choice":
+    raise ConfigError(p + "capacity_factor", 0.0,
+                      "> 0 with router 'expert_choice' (0, dropless, is for token choice)")
+  _positive(p + "granularity", mo.granularity)
+  if m.hidden_size % mo.granularity:
+    raise ConfigError(p + "granularity", mo.granularity,
+                      f"a divisor of the MLP hidden size {m.hidden_size}")
+  _positive(p + "aux_loss_weight", mo.aux_loss_weight, allow_zero=True)
+  _positive(p + "z_loss_weight", mo.z_loss_weight, allow_zero=True)
+  _one_of(p + "hash_kind", mo.hash_kind, HASH_KINDS)
+  if mo.hash_frequencies and not os.path.isfile(mo.hash_frequencies):
+    raise ConfigError(p + "hash_frequencies", mo.hash_frequencies, "an existing .npy file, or ''")
+  _one_of(p + "backend", mo.backend, KERNEL_BACKENDS)
 
 
 def validate_data(d: DataConfig) -> None:
@@ -295,6 +473,10 @@ def validate(cfg: Config, num_devices: int) -> None:
   _positive("eval_batches", cfg.eval_batches, allow_zero=True)
   _positive("peak_flops_per_device", cfg.peak_flops_per_device, allow_zero=True)
   validate_model(cfg.model)
+  if "moe" in cfg.model.pattern and cfg.model.moe.router == "base":
+    if cfg.seq_len % cfg.model.moe.num_experts:  # BASE gives each expert exactly L / E tokens
+      raise ConfigError("model.moe.num_experts", cfg.model.moe.num_experts,
+                        f"a divisor of seq_len={cfg.seq_len} with router 'base'")
   validate_data(cfg.data)
   sizes = validate_mesh(cfg.mesh, num_devices)
   batch_shards = sizes["data"] * sizes["fsdp"]

@@ -1,0 +1,57 @@
+"""Helpers shared by the family tests (Ladder, Staircase, doped, structured)."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from zoo import sharding
+from zoo.models import Decoder
+from zoo.testing import random_batch, tiny_config
+from zoo.training import step as step_lib
+
+
+def train(cfg, batches):
+  """Runs the shared jitted train step; returns the final state, losses and the trainer."""
+  mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
+  trainer, state, shardings = step_lib.create(cfg, mesh)
+  step, _ = step_lib.jit_steps(trainer, shardings, mesh)
+  losses = []
+  with sharding.activate(mesh):
+    for batch in batches:
+      state, metrics = step(state, sharding.global_batch(batch, mesh))
+      losses.append(float(metrics["loss"]))
+  return state, losses, trainer
+
+
+def learns_on_a_repeated_batch(model_cfg, steps: int = 30):
+  cfg = tiny_config(model=model_cfg, steps=steps)
+  _, losses, _ = train(cfg, [random_batch(cfg)] * steps)
+  assert losses[-1] < 0.8 * losses[0], losses  # memorising random tokens
+  return losses
+
+
+def xla_flops(model_cfg, batch: int, seq_len: int, *, train: bool = False) -> float:
+  """XLA's FLOP count of the forward, or of the gradient of the trainable parameters."""
+  model_cfg = dataclasses.replace(model_cfg, compute_dtype="float32", scan_layers=False)
+  abstract = nnx.eval_shape(lambda: Decoder(model_cfg, rngs=nnx.Rngs(0)))
+  graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+  tokens = jax.ShapeDtypeStruct((batch, seq_len), jnp.int32)
+
+  def forward(p, r, t):
+    return nnx.merge(graphdef, p, r)(t)[0]
+
+  fn = jax.grad(lambda p, r, t: forward(p, r, t).sum()) if train else forward
+  return jax.jit(fn).lower(params, rest, tokens).compile().cost_analysis()["flops"]
+
+
+def jitted_logits(model):
+  """fn(tokens[, positions, segment_ids]) -> float32 logits, one compile per shape."""
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def forward(tokens, positions=None, segment_ids=None):
+    return nnx.merge(graphdef, state)(tokens, positions, segment_ids)[0]
+
+  return lambda *args: jax.device_get(forward(*(jnp.asarray(a) for a in args)))

@@ -1,0 +1,269 @@
+"""Mixture-of-Depths: the routed block against a masked dense reference, gradients to the
+router, causality of the sampling path (and non-causality of top-k), training, stochastic
+routing, accounting, configs and the routing map."""
+
+import dataclasses
+import functools
+import struct
+import zlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from tests import families
+from zoo import accounting, config, plotting, routing, sharding
+from zoo.config import ModConfig
+from zoo.models import Decoder
+from zoo.models.mod import MoDBlock, capacity_tokens, mod_block_flops
+from zoo.models.parts import Context
+from zoo.testing import random_batch, tiny_config, tiny_model
+from zoo.training import step as step_lib
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(graphdef, state, *args):
+  module = nnx.merge(graphdef, state)
+  return module(*args), nnx.state(module)
+
+
+def call(module, *args):
+  """module(*args), jitted (one compile per graph and shapes); keeps cache updates."""
+  out, state = _apply(*nnx.split(module), *args)
+  nnx.update(module, state)
+  return out
+
+
+def _mod_model(capacity=0.25, **overrides):
+  return tiny_model(pattern=("dense", "mod"), mod=ModConfig(capacity=capacity), **overrides)
+
+
+def _packed_context(b, l):
+  """Two documents per row and two padding tokens at the end, as the data pipeline packs."""
+  batch = random_batch(tiny_config(batch_size=b, seq_len=l))
+  return Context(jnp.asarray(batch["positions"]), jnp.asarray(batch["segment_ids"]))
+
+
+def test_capacity_tokens():
+  assert capacity_tokens(0.125, 256) == 32
+  assert capacity_tokens(0.125, 10) == 2  # ceil
+  assert capacity_tokens(0.1, 30) == 3  # not 4 from 0.1 * 30 = 3.0000000000000004
+  assert capacity_tokens(0.01, 8) == 1
+
+
+def test_wrapper_matches_a_masked_dense_reference():
+  """Kept tokens: x + r * (block(x) - x) where the dense block sees only the kept tokens
+  (non-kept masked out as padding); every other token passes through bit for bit."""
+  cfg = _mod_model(capacity=0.3)
+  block = MoDBlock(cfg, rngs=nnx.Rngs(0))
+  b, l = 3, 16
+  x = jax.random.normal(jax.random.key(1), (b, l, cfg.d_model))
+  ctx = _packed_context(b, l)
+  out, aux = call(block, x, ctx)
+
+  r = np.asarray(x @ block.router_D[...])
+  segments = np.asarray(ctx.segment_ids_BL)
+  k = capacity_tokens(0.3, l)
+  keep = np.zeros((b, l), bool)
+  for i in range(b):
+    ranked = np.where(segments[i] > 0, r[i], -np.inf)
+    keep[i, np.argsort(-ranked, kind="stable")[:k]] = True
+  masked = Context(ctx.positions_BL, jnp.asarray(np.where(keep, segments, 0)))
+  dense, _ = call(block.block, x, masked)
+  expected = np.asarray(x) + r[..., None] * (np.asarray(dense) - np.asarray(x))
+  np.testing.assert_allclose(np.asarray(out)[keep], expected[keep], rtol=1e-5, atol=1e-6)
+  np.testing.assert_array_equal(np.asarray(out)[~keep], np.asarray(x)[~keep])
+  assert not keep[segments == 0].any()  # padding never preferred over real tokens
+  real = segments > 0
+  np.testing.assert_allclose(float(aux["routed_fraction"]), keep[real].mean(), rtol=1e-6)
+
+
+def test_gradients_reach_the_router_but_not_the_predictor_from_the_lm():
+  """The router weight multiplies the block output; the predictor reads stop_gradient(x)."""
+  model = Decoder(_mod_model(), rngs=nnx.Rngs(0))
+  tokens = jnp.asarray(np.random.default_rng(0).integers(0, 64, (2, 16)))
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+  def losses(p):
+    logits, aux = nnx.merge(graphdef, p, rest)(tokens)
+    return jnp.mean(logits ** 2), aux["layer_1/aux_loss/predictor_bce"]
+
+  lm_grads, aux_grads = jax.jit(jax.jacrev(losses))(params)  # LM alone; predictor loss
+  block = lm_grads["stack"]["units"][0]["blocks"][1]
+  assert np.abs(np.asarray(block["router_D"][...])).sum() > 0
+  assert np.abs(np.asarray(block["predictor"]["in_DH"][...])).sum() == 0
+  predictor = aux_grads["stack"]["units"][0]["blocks"][1]["predictor"]
+  assert np.abs(np.asarray(predictor["in_DH"][...])).sum() > 0
+
+
+def _decode_logits(model, tokens, *, incremental=False):
+  """Logits of the sampling path (KV cache): a prefill, or one token per call."""
+  b, l = tokens.shape
+  model.init_cache(b, l)
+  if not incremental:
+    return np.asarray(call(model, tokens, jnp.broadcast_to(jnp.arange(l), (b, l)))[0])
+  steps = [call(model, tokens[:, t:t + 1], jnp.full((b, 1), t))[0] for t in range(l)]
+  return np.asarray(jnp.concatenate(steps, axis=1))
+
+
+@pytest.mark.parametrize("decode", ["predictor", "router"])
+def test_sampling_path_is_causal(decode):
+  """With a KV cache each token decides from itself (predictor, or router > threshold), so
+  outputs at t do not change when tokens after t change; one-token steps equal a prefill."""
+  cfg = tiny_model(pattern=("dense", "mod"), mod=ModConfig(capacity=0.25, decode=decode,
+                                                           decode_threshold=0.0))
+  model = Decoder(cfg, rngs=nnx.Rngs(0))
+  rng = np.random.default_rng(1)
+  tokens = jnp.asarray(rng.integers(0, 64, (2, 12)))
+  base = _decode_logits(model, tokens)
+  model.init_cache(2, 12)
+  fraction = float(call(model, tokens)[1]["layer_1/routed_fraction"])
+  assert 0.0 < fraction < 1.0, fraction  # some tokens in, some around: a real test
+  for t in (0, 5, 10):
+    changed = np.asarray(tokens).copy()
+    changed[:, t + 1:] = rng.integers(0, 64, changed[:, t + 1:].shape)
+    out = _decode_logits(model, jnp.asarray(changed))
+    np.testing.assert_array_equal(out[:, :t + 1], base[:, :t + 1])
+  np.testing.assert_allclose(_decode_logits(model, tokens, incremental=True), base,
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_training_routing_is_not_causal():
+  """Top-k over the row compares each token's router score with *later* tokens' scores: a
+  later token with a higher score takes the place of an earlier one in the capacity, so
+  the earlier token's output changes. That is why sampling needs the causal predictor."""
+  model = Decoder(tiny_model(pattern=("mod", "dense"), mod=ModConfig(capacity=0.25)),
+                  rngs=nnx.Rngs(0))
+  block = model.stack.units[0].blocks[0]
+  # Layer 0 routes the embeddings: r of every vocabulary entry is known.
+  r_V = np.asarray(model.embed.table_VD[...] @ block.router_D[...])
+  favourite = int(np.argmax(r_V))
+  rng = np.random.default_rng(2)
+  tokens = rng.choice(np.delete(np.arange(64), favourite), (2, 16))
+  t = 7
+  changed = tokens.copy()
+  changed[:, t + 1:] = favourite  # 8 later tokens outrank every earlier one; k = 4
+  base = np.asarray(call(model, jnp.asarray(tokens))[0])
+  out = np.asarray(call(model, jnp.asarray(changed))[0])
+  assert not np.allclose(out[:, :t + 1], base[:, :t + 1])
+
+
+@pytest.mark.slow
+def test_learns_and_reports_routing_metrics():
+  cfg = tiny_config(model=_mod_model(capacity=0.5), steps=30)
+  batch = random_batch(cfg)
+  mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
+  trainer, state, shardings = step_lib.create(cfg, mesh)
+  step, _ = step_lib.jit_steps(trainer, shardings, mesh)
+  losses = []
+  with sharding.activate(mesh):
+    for _ in range(30):
+      state, metrics = step(state, sharding.global_batch(batch, mesh))
+      losses.append(float(metrics["loss"]))
+  assert losses[-1] < 0.8 * losses[0], losses
+  for name in ("aux_loss/router_bce", "aux_loss/predictor_bce", "routed_fraction",
+               "router_mean", "router_std", "predictor_accuracy"):
+    assert np.isfinite(float(metrics[f"layer_1/{name}"])), name
+  np.testing.assert_allclose(float(metrics["layer_1/routed_fraction"]), 0.5, atol=0.1)
+
+
+def test_stochastic_routing_picks_random_tokens():
+  cfg = _mod_model(capacity=0.25)
+  learned = MoDBlock(cfg, rngs=nnx.Rngs(0))
+  noisy = MoDBlock(dataclasses.replace(cfg, mod=ModConfig(capacity=0.25,
+                                                          routing="stochastic")),
+                   rngs=nnx.Rngs(0))
+  learned.record = noisy.record = True
+  ctx = _packed_context(2, 16)
+  x = jax.random.normal(jax.random.key(3), (2, 16, cfg.d_model))
+  a, b = call(learned, x, ctx)[1]["routed_mask"], call(noisy, x, ctx)[1]["routed_mask"]
+  c = call(noisy, x + 1.0, ctx)[1]["routed_mask"]
+  assert float(b.sum()) == float(a.sum()) == 2 * capacity_tokens(0.25, 16)
+  assert not np.array_equal(a, b) and not np.array_equal(b, c)  # new data, new choice
+
+
+@pytest.mark.slow
+def test_stochastic_routing_trains():
+  model = _mod_model(capacity=0.25)
+  model = dataclasses.replace(model, mod=ModConfig(capacity=0.25, routing="stochastic"))
+  cfg = tiny_config(model=model, steps=2)
+  _, losses, _ = families.train(cfg, [random_batch(cfg)] * 2)
+  assert np.all(np.isfinite(losses))
+
+
+def test_accounting_capacity_scaling():
+  """Projections and MLP scale with c, attention scores with c^2; MoD < dense."""
+  m = tiny_model(d_model=64, num_heads=4, d_ff=256)
+  l = 64
+  hk = m.num_heads * m.head_size
+  scores = 4 * l * hk
+  projections = accounting.attention_flops(m, l) - scores
+  extra = mod_block_flops(dataclasses.replace(m, mod=ModConfig(capacity=1.0)), l) - (
+      projections + scores + accounting.mlp_flops(m))  # router + predictor
+  for c in (0.5, 0.25, 0.125):
+    got = mod_block_flops(dataclasses.replace(m, mod=ModConfig(capacity=c)), l)
+    np.testing.assert_allclose(got, c * (projections + accounting.mlp_flops(m))
+                               + c * c * scores + extra, rtol=1e-12)
+  cfg = tiny_config(model=_mod_model(capacity=0.125), seq_len=64)
+  ratio = accounting.against_dense(cfg)
+  assert 0.5 < ratio["forward_ratio"] < 1.0 and 0.5 < ratio["train_ratio"] < 1.0
+
+
+def test_configs_build_at_full_size_and_validate():
+  from configs import mod as mod_configs
+  for size in mod_configs.SIZES:
+    cfg = config.from_configdict(mod_configs.get_config(size))
+    config.validate(cfg, 1)
+    assert cfg.model.pattern == ("dense", "mod") and cfg.model.mod.capacity == 0.125
+    nnx.eval_shape(lambda c=cfg: Decoder(c.model, rngs=nnx.Rngs(0)))
+  bad = mod_configs.get_config("tiny")
+  bad.model.mod.capacity = 0.0
+  with pytest.raises(config.ConfigError, match="model.mod.capacity"):
+    config.validate(config.from_configdict(bad), 1)
+
+
+@pytest.mark.slow
+def test_scanned_mod_stack_runs_and_decodes():
+  model = Decoder(_mod_model(num_layers=4, scan_layers=True), rngs=nnx.Rngs(0))
+  tokens = jnp.asarray(np.random.default_rng(5).integers(0, 64, (2, 8)))
+  logits, aux = call(model, tokens)
+  assert logits.shape == (2, 8, 64) and "layer_3/routed_fraction" in aux
+  assert _decode_logits(model, tokens).shape == (2, 8, 64)
+
+
+def test_routing_map_png():
+  model = Decoder(_mod_model(num_layers=4), rngs=nnx.Rngs(0))
+  forward = routing.recorded_forward(model)
+  batch = random_batch(tiny_config(batch_size=2, seq_len=16))
+  aux = forward({k: jnp.asarray(v) for k, v in batch.items()})
+  masks = {int(k.split("/")[0][6:]): np.asarray(v) for k, v in aux.items()
+           if k.endswith("routed_mask")}
+  assert sorted(masks) == [1, 3] and not any(b.record for b in routing.mod_blocks(model))
+  image = routing.routing_image(masks, batch["segment_ids"], 4, cell_w=1, cell_h=1, gap=0)
+  assert image.shape == (8, 16, 3)
+  processed = np.all(image == routing.PROCESSED, axis=-1)
+  np.testing.assert_array_equal(processed[2], masks[1][0] > 0)  # layer 1 of sequence 0
+  png = plotting.png_bytes(image)
+  assert png[:8] == b"\x89PNG\r\n\x1a\n"
+  width, height = struct.unpack(">II", png[16:24])
+  idat_len = struct.unpack(">I", png[33:37])[0]
+  raw = np.frombuffer(zlib.decompress(png[41:41 + idat_len]), np.uint8)
+  assert (width, height) == (16, 8)
+  np.testing.assert_array_equal(raw.reshape(8, 1 + 16 * 3)[:, 1:].reshape(8, 16, 3), image)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_analytic_flops_match_xla_within_10_percent(train):
+  """Every layer routed at c = 1/4, a small vocabulary: the routed blocks dominate."""
+  cfg = tiny_model(vocab_size=256, d_model=256, num_heads=4, d_ff=0, num_layers=2,
+                   pattern=("mod",), mod=ModConfig(capacity=0.25))
+  batch, seq = 2, 128
+  xla = families.xla_flops(cfg, batch, seq, train=train)
+  per_token = (accounting.train_flops_per_token if train
+               else accounting.forward_flops_per_token)(cfg, seq)
+  dense = (accounting.train_flops_per_token if train else accounting.forward_flops_per_token)(
+      dataclasses.replace(cfg, pattern=("dense",)), seq)
+  print(f"mod analytic/xla {per_token * batch * seq / xla:.3f}; dense/mod {dense / per_token:.2f}")
+  assert abs(per_token * batch * seq / xla - 1) < 0.10

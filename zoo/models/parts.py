@@ -1,8 +1,9 @@
 """Shared transformer parts: norms, rotary positions, causal attention, MLP, embeddings.
 
 Axis letters: B batch, L query length, S key length, D model width, H heads, K head size,
-F MLP hidden, V vocabulary. Parameters are created with logical sharding names
-(`embed`, `heads`, `kv`, `mlp`, `vocab`); `zoo/sharding.py` maps them to the mesh.
+F MLP hidden, V vocabulary, N tokens (leading axes flattened). Parameters are created with
+logical sharding names (`embed`, `heads`, `kv`, `mlp`, `vocab`); `zoo/sharding.py` maps them
+to the mesh.
 Rotary embeddings: Su et al. 2021, "RoFormer" (arXiv:2104.09864).
 """
 
@@ -25,12 +26,14 @@ class Context:
   """What every block receives beside the residual stream `x_BLD`.
 
   positions_BL and segment_ids_BL describe packed sequences (segment 0 is padding);
-  `rng` is the dropout key of this layer, None when deterministic.
+  `rng` is the dropout key of this layer, None when deterministic. `tokens_BL` are the
+  input token ids (Hash layers route on them), None where a caller has none.
   """
 
   positions_BL: jax.Array
   segment_ids_BL: jax.Array
   rng: jax.Array | None = None
+  tokens_BL: jax.Array | None = None
 
   def for_layer(self, index) -> "Context":
     rng = None if self.rng is None else jax.random.fold_in(self.rng, index)
@@ -172,13 +175,18 @@ class MLP(nnx.Module):
 
   def __call__(self, x_BLD):
     dtype = x_BLD.dtype
-    h = jnp.einsum("bld,df->blf", x_BLD, self.in_DF[...].astype(dtype))
+    # Leading axes flattened into N tokens: the weight gradients then contract one axis,
+    # where with [B, L] XLA:CPU recomputes the activation's gradient transposed (about
+    # 10% of the dense CPU train step; benchmarks/cpu_peer.py). Same arithmetic.
+    x_ND = x_BLD.reshape(-1, x_BLD.shape[-1])
+    h = jnp.einsum("nd,df->nf", x_ND, self.in_DF[...].astype(dtype))
     act = ACTIVATIONS[self.activation]
     if self.gated:
-      h = act(jnp.einsum("bld,df->blf", x_BLD, self.gate_DF[...].astype(dtype))) * h
+      h = act(jnp.einsum("nd,df->nf", x_ND, self.gate_DF[...].astype(dtype))) * h
     else:
       h = act(h)
-    return jnp.einsum("blf,fd->bld", h, self.out_FD[...].astype(dtype))
+    out_ND = jnp.einsum("nf,fd->nd", h, self.out_FD[...].astype(dtype))
+    return out_ND.reshape(*x_BLD.shape[:-1], out_ND.shape[-1])
 
 
 class Embed(nnx.Module):

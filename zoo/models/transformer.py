@@ -163,7 +163,7 @@ class Decoder(nnx.Module):
       positions_BL = jnp.broadcast_to(jnp.arange(l, dtype=jnp.int32), (b, l))
     if segment_ids_BL is None:
       segment_ids_BL = jnp.ones((b, l), jnp.int32)
-    ctx = Context(positions_BL, segment_ids_BL, rng)
+    ctx = Context(positions_BL, segment_ids_BL, rng, tokens_BL=tokens_BL)
     x_BLD = self.embed(tokens_BL, DTYPES[self.cfg.compute_dtype])
     x_BLD = sharding.constrain(x_BLD, ("batch", "length", "act_embed"))
     x_BLD, aux = self.stack(x_BLD, ctx)

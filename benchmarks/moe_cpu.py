@@ -1,0 +1,128 @@
+"""Every MoE router against a dense model on a CPU: validation loss at equal steps, and step
+time relative to the dense model with the same active FLOPs.
+
+Trains the `tiny` preset of each router (configs/moe.py; width 256, 4 layers, MoE every
+other layer, 8 experts; Hash: one MoE layer of 16 experts; fine-grained: G = 4, expansion 4)
+and configs/dense.py:tiny for the same steps on the offline default data through
+`zoo.training.train`, then prints one table: total and active-per-token parameters, training
+FLOPs per token (zoo.accounting, routing counted as Krajewski et al.), validation loss and
+the median step time over the dense model's. The dense tiny model has the same active
+FLOPs as Switch, BASE and Hash up to the routing term (top-2 and expert choice with
+capacity 2 use twice the expert FLOPs). Writes JSON.
+
+  JAX_PLATFORMS=cpu .venv/bin/python benchmarks/moe_cpu.py [--steps=60] [--batch_size=8] \
+      [--seq_len=128] [--only=dense,switch]
+
+Timings on a shared 2-core machine are noisy; the load average is recorded with each row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+
+from absl import app, flags, logging
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # `configs` imports `configs.base`
+
+from configs import dense, moe  # noqa: E402
+from zoo import accounting  # noqa: E402
+from zoo import config as config_lib  # noqa: E402
+from zoo.training import train  # noqa: E402
+
+RUNS = {  # name: (config module, preset, ConfigDict overrides (dotted field, value))
+    "dense": (dense, "tiny", ()),
+    "switch": (moe, "switch_tiny", ()),
+    "switch_dropless": (moe, "switch_tiny", (("model.moe.capacity_factor", 0.0),)),
+    "top2": (moe, "topk_tiny", ()),
+    "top2_dropless": (moe, "topk_tiny", (("model.moe.capacity_factor", 0.0),)),
+    "expert_choice": (moe, "expert_choice_tiny", ()),
+    "base": (moe, "base_tiny", ()),
+    "hash": (moe, "hash_tiny", ()),
+    "fine_grained": (moe, "fine_grained_tiny", ()),
+}
+
+_STEPS = flags.DEFINE_integer("steps", 60, "Train steps for every run.")
+_BATCH = flags.DEFINE_integer("batch_size", 8, "Sequences per step.")
+_SEQ = flags.DEFINE_integer("seq_len", 128, "Tokens per sequence.")
+_EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 8, "Validation batches at the end.")
+_ONLY = flags.DEFINE_list("only", list(RUNS), "Which runs.")
+_OUT = flags.DEFINE_string("out", os.path.join(ROOT, "benchmarks", "moe_cpu.json"),
+                           "Where the JSON results go ('' for nowhere).")
+
+
+def make_config(name: str) -> config_lib.Config:
+  module, preset, overrides = RUNS[name]
+  c = module.get_config(preset)
+  steps = _STEPS.value
+  c.update(dict(steps=steps, batch_size=_BATCH.value, seq_len=_SEQ.value,
+                log_every=max(1, steps // 10), eval_every=steps, eval_batches=_EVAL_BATCHES.value,
+                checkpoint_every=steps, keep_checkpoints=1))
+  c.optimizer.warmup_steps = max(1, steps // 10)
+  for field, value in overrides:
+    group, key = field.rsplit(".", 1)
+    node = c
+    for part in group.split("."):
+      node = node[part]
+    node[key] = value
+  cfg = config_lib.from_configdict(c)
+  config_lib.validate(cfg, num_devices=1)
+  return cfg
+
+
+def run(name: str, root: str) -> dict:
+  cfg = make_config(name)
+  params = accounting.count_params(cfg.model)
+  flops = accounting.count_flops(cfg)
+  workdir = os.path.join(root, name)
+  start = time.perf_counter()
+  last = train(cfg, workdir, echo=lambda line: print(f"[{name}] {line}", flush=True))
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  times = [r["step_time_s"] for r in records if "step_time_s" in r]
+  return {"run": name, "total_params": params.total, "active_params": params.active_per_token,
+          "train_flops_per_token": flops.train_per_token, "eval_loss": last.get("eval_loss"),
+          "train_loss": last.get("loss"),
+          "step_time_s": statistics.median(times[1:] or times),  # the first interval warms up
+          "wall_s": time.perf_counter() - start, "load_after": os.getloadavg(),
+          "moe_stats": {k: v for k, v in last.items() if "/moe/" in k or "aux_loss" in k}}
+
+
+def table(rows: list[dict]) -> str:
+  dense_time = next((r["step_time_s"] for r in rows if r["run"] == "dense"), None)
+  lines = ["| run | total params | active params | train MFLOP/token | val loss | step s | "
+           "step / dense |", "|" + "---|" * 7]
+  for r in rows:
+    rel = f"{r['step_time_s'] / dense_time:.2f}" if dense_time else "-"
+    lines.append(f"| {r['run']} | {r['total_params'] / 1e6:.2f}M | {r['active_params'] / 1e6:.2f}M"
+                 f" | {r['train_flops_per_token'] / 1e6:.1f} | {r['eval_loss']:.3f} | "
+                 f"{r['step_time_s']:.3f} | {rel} |")
+  return "\n".join(lines)
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  unknown = set(_ONLY.value) - set(RUNS)
+  if unknown:
+    raise app.UsageError(f"--only: unknown {sorted(unknown)}; allowed {list(RUNS)}")
+  rows = []
+  with tempfile.TemporaryDirectory() as tmp:
+    for name in (n for n in RUNS if n in _ONLY.value):
+      rows.append(run(name, tmp))
+      if _OUT.value:  # after every run, so a stopped benchmark keeps its rows
+        with open(_OUT.value, "w") as f:
+          json.dump({"rows": rows, "machine": platform.platform(), "cpus": os.cpu_count(),
+                     "steps": _STEPS.value, "batch_size": _BATCH.value,
+                     "seq_len": _SEQ.value}, f, indent=2)
+  print(table(rows))
+
+
+if __name__ == "__main__":
+  app.run(main)

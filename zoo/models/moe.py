@@ -1,0 +1,225 @@
+"""Mixture-of-Experts: a pre-norm block whose MLP is E expert MLPs chosen per token.
+
+Block "moe": x <- x + Attn(Norm(x)), then with h = Norm(x)
+
+    x <- x + sum_{e in experts(t)} g_{t,e} * MLP_e(h_t)  (+ r_t * h_t for BASE)
+
+where a router (zoo/models/routers.py) picks the experts and gates: Switch top-1 (Fedus et
+al. 2021), top-k token choice, expert choice (Zhou et al. 2022), BASE (Lewis et al. 2021,
+r = 1 - g), Hash (Roller et al. 2021), and fine-grained MoE (Krajewski et al. 2024,
+arXiv:2402.07871): granularity G makes each of the G x E experts d_ff / G wide and routes a
+token to G of them (expert choice with k = G, or top-G token choice), so the active
+parameters stay those of one dense MLP. A pattern such as ("dense", "moe") places the MoE
+layers. Routing groups are sequences (rows of the batch).
+
+Dispatch goes through `pallas_kernels`: with a capacity, `expert_dispatch.dispatch` /
+`expert_choice_dispatch` gather each group's tokens into [E, C] slots (all groups in one call,
+expert e of group b being "virtual expert" b * E + e), the experts run as one batched matmul,
+and `combine` scatters the gated outputs back (an overflowing token passes through on the
+residual); dropless (capacity_factor 0) uses `dropless.dropless_moe` (sort by expert, grouped
+matmul, unsort). Backend `model.moe.backend` ('' : XLA reference off TPU). Under a sharded
+jit the kernels are partitioned by XLA (GSPMD); wrapping the Pallas backends in
+`jax.shard_map` for TPU pods is not done yet. Expert weights carry the logical axes ("expert",
+"embed", "mlp"), so they shard over the `expert` mesh axis.
+
+Statistics per layer (aux, not losses): "moe/dropped" (fraction of token-expert assignments
+with no slot; for expert choice, of tokens no expert took), "moe/load_max" and
+"moe/load_min" (most and least loaded expert, as a multiple of the mean load; 1 = even),
+"moe/router_entropy" (mean entropy of the router's softmax, nats). Losses: "aux_loss/...".
+
+Accounting: routing FLOPs as Krajewski et al. count them, c_r = 14 FLOPs per token per
+d_model per expert in training (router logits forward and backward 2 + 4, dispatch and
+combine forward and backward 2 + 2 + 2 + 2), 6 of them in the forward pass; Hash layers have
+no router logits (8 and 4).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from pallas_kernels import dropless, expert_dispatch
+from zoo import accounting, sharding
+from zoo.config import ModelConfig
+from zoo.models import registry
+from zoo.models.parts import ACTIVATIONS, Attention, Context, Norm, dropout, param
+from zoo.models.routers import Routing, make_router
+
+
+def expert_hidden(cfg: ModelConfig) -> int:
+  """Width of one expert: the dense MLP's hidden size over the granularity."""
+  return cfg.hidden_size // cfg.moe.granularity
+
+
+def experts_per_token(cfg: ModelConfig) -> float:
+  """Experts a token uses: k for token choice, k x capacity_factor on average for expert
+  choice (every slot is filled), 1 for Switch, BASE and Hash."""
+  mo = cfg.moe
+  if mo.router == "expert_choice":
+    return mo.top_k * mo.capacity_factor
+  return mo.top_k if mo.router == "topk" else 1
+
+
+class Experts(nnx.Module):
+  """E independent MLPs, stacked on a leading `expert` axis."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    e, d, f = cfg.moe.num_experts, cfg.d_model, expert_hidden(cfg)
+    self.activation = cfg.activation
+    self.gated = cfg.activation in ("swiglu", "geglu")
+    self.in_EDF = param(rngs, (e, d, f), ("expert", "embed", "mlp"), cfg.init_std)
+    if self.gated:
+      self.gate_EDF = param(rngs, (e, d, f), ("expert", "embed", "mlp"), cfg.init_std)
+    out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
+    self.out_EFD = param(rngs, (e, f, d), ("expert", "mlp", "embed"), out_std)
+
+  def weights(self, dtype):
+    gate = self.gate_EDF[...].astype(dtype) if self.gated else None
+    return self.in_EDF[...].astype(dtype), gate, self.out_EFD[...].astype(dtype)
+
+  def __call__(self, x_BECD):
+    """Every expert on its slots: [B, E, C, D] -> [B, E, C, D]."""
+    w_in, w_gate, w_out = self.weights(x_BECD.dtype)
+    act = ACTIVATIONS[self.activation]
+    h = jnp.einsum("becd,edf->becf", x_BECD, w_in)
+    h = act(jnp.einsum("becd,edf->becf", x_BECD, w_gate)) * h if self.gated else act(h)
+    return jnp.einsum("becf,efd->becd", h, w_out)
+
+
+class MoeMLP(nnx.Module):
+  """Router + experts + dispatch; returns the MoE output (residual not included) and aux."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.num_experts = cfg.moe.num_experts
+    self.backend = cfg.moe.backend or None
+    self.router = make_router(cfg, rngs=rngs)
+    self.experts = Experts(cfg, rngs=rngs)
+
+  def __call__(self, h_BLD, ctx: Context):
+    routing = self.router(h_BLD, ctx)
+    weight_BL = (ctx.segment_ids_BL > 0).astype(jnp.float32)
+    if routing.token_idx_BEC is not None:
+      y_BLD, stats = self._expert_choice(h_BLD, routing, weight_BL)
+    elif routing.capacity:
+      y_BLD, stats = self._capacity(h_BLD, routing, weight_BL)
+    else:
+      y_BLD, stats = self._dropless(h_BLD, routing, weight_BL)
+    if routing.passthrough_BL is not None:
+      y_BLD = y_BLD + (routing.passthrough_BL[..., None] * h_BLD).astype(y_BLD.dtype)
+    if routing.probs_BLE is not None:
+      p = routing.probs_BLE
+      entropy_BL = -jnp.sum(p * jnp.log(jnp.maximum(p, 1e-30)), axis=-1)
+      stats["moe/router_entropy"] = _mean(entropy_BL, weight_BL)
+    return y_BLD, {**routing.aux, **stats}
+
+  def _capacity(self, h_BLD, routing: Routing, weight_BL):
+    b, l, d = h_BLD.shape
+    e, c, k = self.num_experts, routing.capacity, routing.expert_idx_BLK.shape[-1]
+    # One dispatch over all B x L tokens with B x E "virtual experts" (expert e of group b
+    # is b * E + e): slots still go first come, first served in (rank, token) order within
+    # each group, exactly as routing each group alone, without vmapping the Pallas kernels.
+    virtual_BLK = routing.expert_idx_BLK + (jnp.arange(b) * e)[:, None, None]
+    x_GCD, info = expert_dispatch.dispatch(
+        h_BLD.reshape(b * l, d), virtual_BLK.reshape(b * l, k),
+        routing.gate_BLK.reshape(b * l, k).astype(h_BLD.dtype), b * e, c, backend=self.backend)
+    y_BECD = self.experts(x_GCD.reshape(b, e, c, d))
+    y_TD = expert_dispatch.combine(y_BECD.reshape(b * e, c, d), info, None, backend=self.backend)
+    dropped_BLK = (info.slot_TK < 0).astype(jnp.float32).reshape(b, l, k)
+    stats = {"moe/dropped": _mean(jnp.mean(dropped_BLK, -1), weight_BL)}
+    return y_TD.reshape(b, l, d), {**stats, **_load_stats(routing.expert_idx_BLK, weight_BL, e)}
+
+  def _dropless(self, h_BLD, routing: Routing, weight_BL):
+    # Without a capacity the grouping does not matter: route all B x L tokens at once.
+    b, l, d = h_BLD.shape
+    k = routing.expert_idx_BLK.shape[-1]
+    w_in, w_gate, w_out = self.experts.weights(h_BLD.dtype)
+    y_TD = dropless.dropless_moe(
+        h_BLD.reshape(b * l, d), routing.expert_idx_BLK.reshape(b * l, k),
+        routing.gate_BLK.reshape(b * l, k).astype(h_BLD.dtype), w_in, w_out,
+        activation=ACTIVATIONS[self.experts.activation], w_gate_EDF=w_gate,
+        backend=self.backend)
+    stats = {"moe/dropped": jnp.zeros((), jnp.float32)}
+    return (y_TD.reshape(b, l, d),
+            {**stats, **_load_stats(routing.expert_idx_BLK, weight_BL, self.num_experts)})
+
+  def _expert_choice(self, h_BLD, routing: Routing, weight_BL):
+    b, l, d = h_BLD.shape
+    e, c = routing.token_idx_BEC.shape[1:]
+    # Groups flattened as in `_capacity`: expert e of group b picks tokens b * L + t.
+    token_GC = (routing.token_idx_BEC + (jnp.arange(b) * l)[:, None, None]).reshape(b * e, c)
+    x_GCD, info = expert_dispatch.expert_choice_dispatch(
+        h_BLD.reshape(b * l, d), token_GC, routing.gate_BEC.reshape(b * e, c).astype(h_BLD.dtype),
+        backend=self.backend)
+    y_BECD = self.experts(x_GCD.reshape(b, e, c, d))
+    y_BLD = expert_dispatch.combine(y_BECD.reshape(b * e, c, d), info, None,
+                                    backend=self.backend).reshape(b, l, d)
+    taken_BL = jnp.zeros((b, l), jnp.float32).at[
+        jnp.arange(b)[:, None, None], routing.token_idx_BEC].add(1.0)
+    stats = {"moe/dropped": _mean((taken_BL == 0).astype(jnp.float32), weight_BL),
+             "moe/load_max": jnp.ones((), jnp.float32),  # every expert fills its C slots
+             "moe/load_min": jnp.ones((), jnp.float32)}
+    return y_BLD, stats
+
+
+def _mean(x_BL, weight_BL):
+  return jnp.sum(x_BL * weight_BL) / jnp.maximum(jnp.sum(weight_BL), 1.0)
+
+
+def _load_stats(expert_idx_BLK, weight_BL, num_experts: int) -> dict:
+  """Most and least loaded expert (routed assignments of real tokens) over the mean load."""
+  counts_E = jnp.sum(jax.nn.one_hot(expert_idx_BLK, num_experts) * weight_BL[..., None, None],
+                     axis=(0, 1, 2))
+  load_E = counts_E * num_experts / jnp.maximum(jnp.sum(counts_E), 1.0)
+  return {"moe/load_max": jnp.max(load_E), "moe/load_min": jnp.min(load_E)}
+
+
+@registry.register("moe")
+class MoeBlock(nnx.Module):
+  """x + Attn(Norm(x)), then x + MoE(Norm(x)); aux: the router's losses and statistics."""
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.rate = cfg.dropout
+    self.attn_norm, self.attn = Norm(cfg, rngs=rngs), Attention(cfg, rngs=rngs)
+    self.mlp_norm, self.moe = Norm(cfg, rngs=rngs), MoeMLP(cfg, rngs=rngs)
+
+  def __call__(self, x_BLD, ctx: Context):
+    x_BLD = x_BLD + dropout(self.attn(self.attn_norm(x_BLD), ctx), self.rate, ctx.rng, 0)
+    y_BLD, aux = self.moe(self.mlp_norm(x_BLD), ctx)
+    x_BLD = x_BLD + dropout(y_BLD, self.rate, ctx.rng, 1)
+    return sharding.constrain(x_BLD, ("batch", "length", "act_embed")), aux
+
+
+# ---- accounting ---------------------------------------------------------------------------
+
+
+def routing_flops(cfg: ModelConfig, *, train: bool) -> float:
+  """Krajewski et al.'s routing cost per token: c_r x d x (number of experts), c_r = 14 in
+  training and 6 forward; Hash layers have no router logits (8 and 4)."""
+  learned = cfg.moe.router != "hash"
+  per = (14 if learned else 8) if train else (6 if learned else 4)
+  return per * cfg.d_model * cfg.moe.num_experts
+
+
+def _expert_flops(cfg: ModelConfig) -> float:
+  return experts_per_token(cfg) * accounting.mlp_flops(cfg, expert_hidden(cfg))
+
+
+@accounting.register_flops("moe")
+def moe_block_flops(cfg: ModelConfig, seq_len: int) -> float:
+  return (accounting.attention_flops(cfg, seq_len) + _expert_flops(cfg)
+          + routing_flops(cfg, train=False))
+
+
+@accounting.register_train_flops("moe")
+def moe_block_train_flops(cfg: ModelConfig, seq_len: int) -> float:
+  return (3 * (accounting.attention_flops(cfg, seq_len) + _expert_flops(cfg))
+          + routing_flops(cfg, train=True))
+
+
+@accounting.register_inactive("moe")
+def moe_inactive_params(cfg: ModelConfig) -> float:
+  """Expert parameters a token does not use: (E - experts per token) experts."""
+  matrices = 3 if cfg.activation in ("swiglu", "geglu") else 2
+  per_expert = matrices * cfg.d_model * expert_hidden(cfg)
+  return (cfg.moe.num_experts - experts_per_token(cfg)) * per_expert

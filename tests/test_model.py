@@ -99,3 +99,16 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   logits, _ = model(jnp.zeros((1, 4), jnp.int32))
   assert logits.dtype == jnp.float32
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_incremental_decoding_matches_the_full_forward(scan):
+  """Prefill 4 tokens, then one token per call with the KV cache: the same logits."""
+  model = Decoder(tiny_model(num_layers=2, scan_layers=scan), rngs=nnx.Rngs(0))
+  tokens = jnp.asarray(np.random.default_rng(4).integers(0, 64, (2, 10)))
+  full = np.asarray(model(tokens)[0])
+  model.init_cache(batch=2, max_len=16)
+  steps = [model(tokens[:, :4], jnp.broadcast_to(jnp.arange(4), (2, 4)))[0]]
+  for t in range(4, 10):
+    steps.append(model(tokens[:, t:t + 1], jnp.full((2, 1), t))[0])
+  np.testing.assert_allclose(np.concatenate(steps, axis=1), full, rtol=1e-5, atol=1e-6)

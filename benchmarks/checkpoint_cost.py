@@ -1,6 +1,6 @@
 """How long an async checkpoint save blocks the train loop, against the step time.
 
-  python benchmarks/checkpoint_cost.py [--sizes tiny,xxsmall] [--seq_len 256 --batch 4]
+  PYTHONPATH=. python benchmarks/checkpoint_cost.py [--sizes tiny,xxsmall] [--seq_len 128 --batch 4]
 
 Builds each dense preset (Table-1 sizes lowered to a short context and small batch so they
 step on a CPU; parameter and optimizer-state bytes are the preset's), times train steps,

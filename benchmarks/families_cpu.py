@@ -34,6 +34,7 @@ from configs import dense, doped, ladder, staircase, structured  # noqa: E402
 from zoo import accounting  # noqa: E402
 from zoo import config as config_lib  # noqa: E402
 from zoo.training import train  # noqa: E402
+from short_runs import short_config, step_times  # noqa: E402
 
 # name: (config module, preset, ConfigDict overrides as (dotted field, value))
 FAMILIES = {
@@ -58,27 +59,9 @@ _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "benchmarks", "families_cpu
 
 def make_config(name: str) -> config_lib.Config:
   module, preset, overrides = FAMILIES[name]
-  c = module.get_config(preset)
-  steps = _STEPS.value
-  c.update(dict(steps=steps, batch_size=_BATCH.value, seq_len=_SEQ.value,
-                log_every=max(1, steps // 10), eval_every=steps, eval_batches=_EVAL_BATCHES.value,
-                checkpoint_every=steps, keep_checkpoints=1))
-  c.optimizer.warmup_steps = max(1, steps // 10)
-  for field, value in overrides:
-    group, key = field.rsplit(".", 1)
-    node = c
-    for part in group.split("."):
-      node = node[part]
-    node[key] = value
-  cfg = config_lib.from_configdict(c)
-  config_lib.validate(cfg, num_devices=1)
-  return cfg
-
-
-def step_times(workdir: str) -> list[float]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  return [r["step_time_s"] for r in records if "step_time_s" in r]
+  return short_config(module.get_config(preset), steps=_STEPS.value, batch_size=_BATCH.value,
+                      seq_len=_SEQ.value, eval_batches=_EVAL_BATCHES.value,
+                      overrides=overrides)
 
 
 def run(name: str, root: str) -> dict:

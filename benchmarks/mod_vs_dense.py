@@ -34,6 +34,7 @@ from configs import dense, mod  # noqa: E402
 from zoo import accounting  # noqa: E402
 from zoo import config as config_lib  # noqa: E402
 from zoo.training import train  # noqa: E402
+from short_runs import short_config, step_times  # noqa: E402
 
 _STEPS = flags.DEFINE_integer("steps", 60, "Dense train steps; MoD gets steps / FLOP ratio.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Sequences per step.")
@@ -46,20 +47,8 @@ _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "benchmarks", "mod_vs_dense
 
 
 def make_config(module, steps: int) -> config_lib.Config:
-  c = module.get_config("tiny")
-  c.update(dict(steps=steps, batch_size=_BATCH.value, seq_len=_SEQ.value,
-                log_every=max(1, steps // 10), eval_every=steps,
-                eval_batches=_EVAL_BATCHES.value, checkpoint_every=steps, keep_checkpoints=1))
-  c.optimizer.warmup_steps = max(1, steps // 10)
-  cfg = config_lib.from_configdict(c)
-  config_lib.validate(cfg, num_devices=1)
-  return cfg
-
-
-def step_times(workdir: str) -> list[float]:
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  return [r["step_time_s"] for r in records if "step_time_s" in r]
+  return short_config(module.get_config("tiny"), steps=steps, batch_size=_BATCH.value,
+                      seq_len=_SEQ.value, eval_batches=_EVAL_BATCHES.value)
 
 
 def run(name: str, cfg: config_lib.Config) -> dict:

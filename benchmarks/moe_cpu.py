@@ -35,6 +35,7 @@ from configs import dense, moe  # noqa: E402
 from zoo import accounting  # noqa: E402
 from zoo import config as config_lib  # noqa: E402
 from zoo.training import train  # noqa: E402
+from short_runs import short_config, step_times  # noqa: E402
 
 RUNS = {  # name: (config module, preset, ConfigDict overrides (dotted field, value))
     "dense": (dense, "tiny", ()),
@@ -59,21 +60,9 @@ _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "benchmarks", "moe_cpu.json
 
 def make_config(name: str) -> config_lib.Config:
   module, preset, overrides = RUNS[name]
-  c = module.get_config(preset)
-  steps = _STEPS.value
-  c.update(dict(steps=steps, batch_size=_BATCH.value, seq_len=_SEQ.value,
-                log_every=max(1, steps // 10), eval_every=steps, eval_batches=_EVAL_BATCHES.value,
-                checkpoint_every=steps, keep_checkpoints=1))
-  c.optimizer.warmup_steps = max(1, steps // 10)
-  for field, value in overrides:
-    group, key = field.rsplit(".", 1)
-    node = c
-    for part in group.split("."):
-      node = node[part]
-    node[key] = value
-  cfg = config_lib.from_configdict(c)
-  config_lib.validate(cfg, num_devices=1)
-  return cfg
+  return short_config(module.get_config(preset), steps=_STEPS.value, batch_size=_BATCH.value,
+                      seq_len=_SEQ.value, eval_batches=_EVAL_BATCHES.value,
+                      overrides=overrides)
 
 
 def run(name: str, root: str) -> dict:
@@ -83,9 +72,7 @@ def run(name: str, root: str) -> dict:
   workdir = os.path.join(root, name)
   start = time.perf_counter()
   last = train(cfg, workdir, echo=lambda line: print(f"[{name}] {line}", flush=True))
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  times = [r["step_time_s"] for r in records if "step_time_s" in r]
+  times = step_times(workdir)
   return {"run": name, "total_params": params.total, "active_params": params.active_per_token,
           "train_flops_per_token": flops.train_per_token, "eval_loss": last.get("eval_loss"),
           "train_loss": last.get("loss"),

@@ -49,11 +49,16 @@ class SortInfo:
 
 
 def sort_by_expert(expert_idx_TK: jax.Array, num_experts: int) -> SortInfo:
-  """Stable sort of the assignments by expert (pure jnp)."""
+  """Stable sort of the assignments by expert (pure jnp).
+
+  A negative expert index ("no expert", MoDE's no-op experts) sorts after every group, so
+  its row lies past ``sum(group_sizes_E)``, where the grouped matmul writes zeros.
+  """
   flat = expert_idx_TK.reshape(-1).astype(jnp.int32)
-  order = jnp.argsort(flat, stable=True).astype(jnp.int32)
+  key = jnp.where(flat >= 0, flat, num_experts)
+  order = jnp.argsort(key, stable=True).astype(jnp.int32)
   pos = jnp.zeros_like(order).at[order].set(jnp.arange(flat.size, dtype=jnp.int32))
-  sizes = jnp.bincount(flat, length=num_experts).astype(jnp.int32)
+  sizes = jnp.bincount(key, length=num_experts + 1)[:num_experts].astype(jnp.int32)
   return SortInfo(order, pos.reshape(expert_idx_TK.shape), sizes)
 
 
@@ -168,14 +173,18 @@ class GmmTiling:
 def _megablox(lhs_MK, rhs_GKN, group_sizes_G, backend, tiling: GmmTiling):
   m, k = lhs_MK.shape
   n = rhs_GKN.shape[2]
+  # Rows past sum(group_sizes) belong to no group: gmm leaves their outputs (and, in its
+  # backward, their input gradients) unwritten. Selecting them out on both sides makes both
+  # zeros, like ragged_dot's.
+  in_group_M = (jnp.arange(m) < jnp.sum(group_sizes_G))[:, None]
+  lhs_MK = jnp.where(in_group_M, lhs_MK, 0)
   tm = min(tiling.tm, -(-m // 16) * 16)
   m_pad = -(-m // tm) * tm
   lhs = jnp.pad(lhs_MK, ((0, m_pad - m), (0, 0))) if m_pad != m else lhs_MK
   tiles = (tm, k if k <= tiling.tk else tiling.tk, n if n <= tiling.tn else tiling.tn)
   out = megablox.gmm(lhs, rhs_GKN, group_sizes_G.astype(jnp.int32), lhs_MK.dtype, tiles, None,
                      None, False, _common.interpret_arg(backend))[:m]
-  # Rows past sum(group_sizes) are left unwritten by gmm; make them zeros like ragged_dot.
-  return jnp.where((jnp.arange(m) < jnp.sum(group_sizes_G))[:, None], out, 0)
+  return jnp.where(in_group_M, out, 0)
 
 
 def grouped_matmul(lhs_MK: jax.Array, rhs_GKN: jax.Array, group_sizes_G: jax.Array, *,

@@ -9,7 +9,8 @@ Routers upstream supply only indices and gates:
   Slots are filled first come, first served in the order (choice rank k, then token t): every
   token's first choice is placed before any token's second choice, and within a rank earlier
   tokens win (as flaxformer's ``TokensChooseMaskedRouter``). A choice that finds its expert
-  full is dropped; a token with all choices dropped passes through unchanged.
+  full is dropped; a token with all choices dropped passes through unchanged. A negative
+  expert index is a choice of no expert (a no-op expert): it is never placed.
 * expert choice (Zhou et al., 2022): ``token_idx_EC`` and ``gate_EC``, each expert's C chosen
   tokens (distinct within an expert). A token may be chosen by any number of experts, or none.
 
@@ -62,15 +63,21 @@ def capacity_per_expert(num_tokens: int, num_experts: int, capacity_factor: floa
 
 def route_token_choice(expert_idx_TK: jax.Array, gate_TK: jax.Array, num_experts: int,
                        capacity: int) -> DispatchInfo:
-  """Assigns slots first come, first served in (rank, token) order (pure jnp, O(TK log TK))."""
+  """Assigns slots first come, first served in (rank, token) order (pure jnp, O(TK log TK)).
+
+  An expert index below 0 means "no expert" (MoDE's no-op experts): that choice takes no
+  slot and adds nothing, like a dropped one.
+  """
   num_tokens, k = expert_idx_TK.shape
   expert_P = expert_idx_TK.T.reshape(-1).astype(jnp.int32)  # priority order: rank, then token
-  order = jnp.argsort(expert_P, stable=True)
-  counts = jnp.bincount(expert_P, length=num_experts)
+  valid_P = expert_P >= 0
+  key_P = jnp.where(valid_P, expert_P, num_experts)  # "no expert" sorts after every expert
+  order = jnp.argsort(key_P, stable=True)
+  counts = jnp.bincount(key_P, length=num_experts + 1)
   starts = jnp.cumsum(counts) - counts
-  rank_sorted = jnp.arange(k * num_tokens, dtype=jnp.int32) - starts[expert_P[order]]
+  rank_sorted = jnp.arange(k * num_tokens, dtype=jnp.int32) - starts[key_P[order]]
   rank_P = jnp.zeros_like(expert_P).at[order].set(rank_sorted)
-  kept_P = rank_P < capacity
+  kept_P = valid_P & (rank_P < capacity)
   slot_P = jnp.where(kept_P, expert_P * capacity + rank_P, -1)
   token_P = jnp.tile(jnp.arange(num_tokens, dtype=jnp.int32), k)
   gate_P = gate_TK.T.reshape(-1)

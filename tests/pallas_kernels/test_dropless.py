@@ -23,6 +23,37 @@ def test_sort_by_expert_is_a_stable_grouping():
                                 np.arange(flat.size))
 
 
+def test_no_expert_assignments_sort_last_and_add_nothing():
+  """MoDE's no-op experts reach the kernels as expert -1: outside every group, output 0."""
+  rng = np.random.default_rng(4)
+  x, expert_idx, gate, w_in, w_out = _moe_inputs(24, 4, 2, 72, 40, seed=4)
+  expert_idx = jnp.where(jnp.asarray(rng.random((24, 2)) < 0.3), -1, expert_idx)
+  info = jax.jit(dl.sort_by_expert, static_argnums=1)(expert_idx, 4)
+  flat = np.asarray(expert_idx).reshape(-1)
+  key = np.where(flat >= 0, flat, 4)
+  np.testing.assert_array_equal(info.assign_M, np.argsort(key, kind="stable"))
+  np.testing.assert_array_equal(info.group_sizes_E, np.bincount(key, minlength=5)[:4])
+
+  def moe(backend):
+    return lambda x, gate: dl.dropless_moe(x, expert_idx, gate, w_in, w_out, residual_TD=x,
+                                           backend=backend, block_sizes=BLOCKS)
+
+  def dense_reference(x, gate):  # every token through every chosen expert, summed by loop
+    out = x
+    for k in range(2):
+      e = expert_idx[:, k]
+      h = jax.nn.gelu(jnp.einsum("td,tdf->tf", x, w_in[jnp.maximum(e, 0)]))
+      y = jnp.einsum("tf,tfd->td", h, w_out[jnp.maximum(e, 0)])
+      out = out + jnp.where((e >= 0)[:, None], gate[:, k:k + 1] * y, 0.0)
+    return out
+
+  want = value_and_vjp(dense_reference, 1, x, gate)
+  for backend in ("xla", PALLAS):
+    got = value_and_vjp(moe(backend), 1, x, gate)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+      assert_close(g, w, jnp.float32)
+
+
 # (M, K, N, group sizes): an empty group and odd widths; a single group holding every row.
 GMM_CASES = [(40, 72, 130, (9, 0, 25, 6)), (24, 128, 128, (24,))]
 

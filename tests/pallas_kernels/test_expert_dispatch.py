@@ -47,7 +47,7 @@ def _slots_by_loop(expert_idx, num_experts, capacity):
   for rank in range(k):
     for t in range(tokens):
       e = int(expert_idx[t, rank])
-      if fill[e] < capacity:
+      if e >= 0 and fill[e] < capacity:  # e < 0: no expert (a no-op expert), never placed
         slot[t, rank] = e * capacity + fill[e]
         fill[e] += 1
   return slot
@@ -66,6 +66,22 @@ def test_token_choice_fills_slots_first_come_by_rank_then_token():
                                 gate[tokens, ranks])
   assert float(info.dropped_fraction()) == pytest.approx(np.mean(want < 0))
   assert ed.capacity_per_expert(40, 4, 1.25, 2) == 25
+
+
+def test_no_expert_choices_take_no_slot_and_add_nothing():
+  """MoDE's no-op experts reach the kernels as expert -1: the token keeps its residual."""
+  rng = np.random.default_rng(2)
+  expert_idx, gate = top_k_routing(rng, 40, 4, 2)
+  expert_idx = jnp.where(jnp.asarray(rng.random((40, 2)) < 0.3), -1, expert_idx)
+  info = jax.jit(ed.route_token_choice, static_argnums=(2, 3))(expert_idx, gate, 4, 7)
+  np.testing.assert_array_equal(info.slot_TK, _slots_by_loop(np.asarray(expert_idx), 4, 7))
+  x = normal(rng, (40, 128))
+  got = value_and_vjp(_token_choice_moe(4, 7, expert_idx, PALLAS), 1, x, gate)
+  want = value_and_vjp(_token_choice_moe(4, 7, expert_idx, "xla"), 1, x, gate)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert_close(g, w, jnp.float32)
+  skipped = np.all(np.asarray(expert_idx) < 0, axis=1)
+  np.testing.assert_array_equal(np.asarray(got[0])[skipped], np.asarray(x)[skipped])
 
 
 # (T, E, K, C, D), dtype: top-2 with drops (capacity factor 0.5) in both dtypes; Switch top-1

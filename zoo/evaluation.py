@@ -50,6 +50,9 @@ def load_config(workdir: str, data_overrides: dict | None = None, **overrides) -
     raw = json.load(f)
   raw["data"].update(data_overrides or {})
   raw["data"]["tokenizer"] = os.path.join(workdir, TOKENIZER_FILE)
+  # A balanced hash's map is restored from the checkpoint; its counts file (in the training
+  # machine's data cache) need not exist here.
+  raw["model"].get("moe", {})["hash_frequencies"] = ""
   # Whatever devices exist, all on the data axis; the batch rounded up to fill them.
   raw["mesh"] = {"data": -1, "fsdp": 1, "tensor": 1, "expert": 1}
   devices = jax.device_count()

@@ -134,10 +134,10 @@ def _sample_lines(corpus: Corpus, budget: int) -> Iterator[str]:
   n = len(source)
   if n == 0:
     return
-  probe = [corpus.text(source[i]) for i in _spread(n, min(n, 64))]
+  probe = [corpus.text(source[i]) for i in spread(n, min(n, 64))]
   mean_chars = max(1.0, sum(map(len, probe)) / len(probe))
   # Read up to 4x the budget of whole documents, then keep every stride-th line of them.
-  docs = [corpus.text(source[i]) for i in _spread(n, min(n, math.ceil(4 * budget / mean_chars)))]
+  docs = [corpus.text(source[i]) for i in spread(n, min(n, math.ceil(4 * budget / mean_chars)))]
   stride = max(1, math.ceil(sum(map(len, docs)) / budget))
   k = 0
   for text in docs:
@@ -150,6 +150,6 @@ def _sample_lines(corpus: Corpus, budget: int) -> Iterator[str]:
           yield line[start:start + MAX_LINE_CHARS]
 
 
-def _spread(n: int, k: int) -> list[int]:
+def spread(n: int, k: int) -> list[int]:
   """k indices evenly spread over range(n)."""
   return sorted({i * n // k for i in range(k)})

@@ -3,6 +3,7 @@ arXiv:2106.04426): the expert of a token is a fixed function of token ids, never
 
     random    e(t) = R[x_t]            R: V -> E drawn once from `hash_seed` (paper's code)
     balanced  e(t) = B[x_t]            B: greedy by token frequency, so loads are even
+                                       (train.py counts the training corpus for it)
     previous  e(t) = R[x_{t-1}]        (x_{-1} = 0 at the start of every document)
     bigram    e(t) = h(x_{t-1}, x_t)   a fixed integer hash of the pair
     position  e(t) = h(pos_t)
@@ -23,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.config import MoeConfig
+from zoo.config import ModelConfig, MoeConfig
 
 
 def random_table(vocab_size: int, num_experts: int, seed: int) -> np.ndarray:
@@ -56,6 +57,14 @@ def count_tokens(token_lists, vocab_size: int) -> np.ndarray:
   for ids in token_lists:
     counts += np.bincount(np.asarray(ids, np.int64), minlength=vocab_size)[:vocab_size]
   return counts
+
+
+def needs_corpus_counts(model_cfg: ModelConfig) -> bool:
+  """A balanced hash with no counts file: train.py counts the training corpus for it."""
+  mo = model_cfg.moe
+  routed = any(kind in ("moe", "mode_staged") for kind in model_cfg.pattern)
+  return (routed and mo.router == "hash" and mo.hash_kind == "balanced"
+          and not mo.hash_frequencies)
 
 
 def token_table(mo: MoeConfig, vocab_size: int) -> np.ndarray:

@@ -1,0 +1,65 @@
+"""Token frequencies of a training corpus, for the balanced map of Hash layers.
+
+Roller et al. 2021 ("Hash Layers For Large Sparse Models") balance their hash by the token
+frequencies of the training data, so every expert gets about the same number of tokens.
+`train_token_counts` counts the tokens the model will see, `[bos] + encode(text) + [eos]`
+per document, over the train split (or, for a corpus larger than `max_chars`, over documents
+spread evenly through it up to about that many characters), and caches the counts in the
+data cache under a key of the corpus, the tokenizer and the budget, so a rerun or a second
+run reads them in milliseconds.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import os
+
+import numpy as np
+
+from zoo.config import DataConfig
+from zoo.data.cache import cache_root, digest, publish_file
+from zoo.data.sources import Corpus, load_corpus
+from zoo.data.tokenizer import Tokenizer, spread
+
+log = logging.getLogger(__name__)
+
+MAX_CHARS = 100_000_000  # ~25M tokens of English: frequencies well past what balancing needs
+
+
+def count_corpus(corpus: Corpus, tokenizer: Tokenizer, vocab_size: int,
+                 max_chars: int = MAX_CHARS) -> np.ndarray:
+  """int64 [vocab_size] counts over the train split's documents (or an even spread of them)."""
+  source = corpus.train
+  n = len(source)
+  counts = np.zeros(vocab_size, np.int64)
+  if n == 0:
+    return counts
+  probe = [len(corpus.text(source[i])) for i in spread(n, min(n, 64))]
+  mean_chars = max(1.0, sum(probe) / len(probe))
+  chars = 0
+  for i in spread(n, min(n, math.ceil(max_chars / mean_chars))):
+    text = corpus.text(source[i])
+    ids = [tokenizer.bos_id, *tokenizer.encode(text), tokenizer.eos_id]
+    counts += np.bincount(np.asarray(ids, np.int64), minlength=vocab_size)[:vocab_size]
+    chars += len(text)
+    if chars >= max_chars:
+      break
+  return counts
+
+
+def train_token_counts(data_cfg: DataConfig, tokenizer: Tokenizer,
+                       max_chars: int = MAX_CHARS) -> str:
+  """Path of the cached .npy of the training corpus's token counts (built on first use)."""
+  corpus = load_corpus(data_cfg)
+  key = digest({"corpus": corpus.fingerprint, "tokenizer": tokenizer.fingerprint,
+                "vocab_size": data_cfg.vocab_size, "max_chars": max_chars})
+  path = os.path.join(cache_root(data_cfg), "token_counts", f"counts-{key[:16]}.npy")
+  if not os.path.isfile(path):
+    log.info("counting the tokens of %s for a balanced hash into %s", corpus.name, path)
+    buffer = io.BytesIO()
+    np.save(buffer, count_corpus(corpus, tokenizer, data_cfg.vocab_size, max_chars),
+            allow_pickle=False)
+    publish_file(path, buffer.getvalue())
+  return path

@@ -38,7 +38,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.moe = ml_collections.ConfigDict(dict(
       router="switch", num_experts=8, top_k=1, capacity_factor=1.25, granularity=1,
       aux_loss_weight=0.01, z_loss_weight=0.0, hash_kind="random", hash_frequencies="",
-      hash_seed=0, backend=""))
+      hash_seed=0, noop_experts=0, output_norm=False, backend=""))
   c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1, expert=1))
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adamw", lr=1e-3, warmup_steps=100, schedule="cosine", min_lr_ratio=0.1,

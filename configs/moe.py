@@ -19,7 +19,8 @@ al. 2021). Run with, e.g.
 * hash: one MoE layer in the middle of the stack with 64 experts (Roller et al. 2021's
   setting; 16 at tiny), random hash; `--config.model.moe.hash_kind=balanced|bigram|...`.
 * fine_grained: Krajewski et al. 2024: granularity G = 4, expansion rate 4 (16 experts of
-  width d_ff / 4 at tiny; G = 8 and expansion 8 at Table-1 sizes), expert choice with k = G.
+  width d_ff / 4 at tiny; G = 8 and expansion 8 at Table-1 sizes), expert choice with k = G,
+  and the extra norm on the MoE output the paper found to matter for G > 1.
 """
 
 import ml_collections
@@ -50,7 +51,7 @@ def _moe(c: ml_collections.ConfigDict, router: str, tiny: bool) -> None:
   elif router == "fine_grained":
     g, e = (4, 4) if tiny else (8, 8)
     moe.update(router="expert_choice", num_experts=g * e, top_k=g, granularity=g,
-               capacity_factor=1.0)
+               capacity_factor=1.0, output_norm=True)
 
 
 def get_config(arg: str = "switch_tiny") -> ml_collections.ConfigDict:

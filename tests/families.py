@@ -1,9 +1,11 @@
-"""Helpers shared by the family tests (Ladder, Staircase, doped, structured)."""
+"""Helpers shared by the family tests: training, XLA FLOP counts, jitted calls, decoding."""
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from zoo import sharding
@@ -55,3 +57,26 @@ def jitted_logits(model):
     return nnx.merge(graphdef, state)(tokens, positions, segment_ids)[0]
 
   return lambda *args: jax.device_get(forward(*(jnp.asarray(a) for a in args)))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _apply(graphdef, state, *args):
+  module = nnx.merge(graphdef, state)
+  return module(*args), nnx.state(module)
+
+
+def call(module, *args):
+  """module(*args), jitted (one compile per graph and shapes); keeps cache updates."""
+  out, state = _apply(*nnx.split(module), *args)
+  nnx.update(module, state)
+  return out
+
+
+def decode_logits(model, tokens, *, incremental=False):
+  """Logits of the sampling path (KV cache): a prefill, or one token per call."""
+  b, l = tokens.shape
+  model.init_cache(b, l)
+  if not incremental:
+    return np.asarray(call(model, tokens, jnp.broadcast_to(jnp.arange(l), (b, l)))[0])
+  steps = [call(model, tokens[:, t:t + 1], jnp.full((b, 1), t))[0] for t in range(l)]
+  return np.asarray(jnp.concatenate(steps, axis=1))

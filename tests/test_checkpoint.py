@@ -98,6 +98,18 @@ def test_other_width_or_vocabulary_is_named(saved, tmp_path):
   ckpt.close()
 
 
+def test_nested_fields_compare_one_by_one_and_new_fields_as_defaults():
+  cfg = tiny_config()
+  meta = checkpoint.metadata(cfg, META_FP)
+  del meta["config"]["model"]["moe"]["noop_experts"]  # written before the field existed
+  meta["config"]["model"]["moe"]["hash_frequencies"] = "/elsewhere/hash_counts.npy"
+  checkpoint.check_compatible(meta, cfg, META_FP, "checkpoint 1")
+  other = dataclasses.replace(cfg, model=dataclasses.replace(
+      cfg.model, moe=dataclasses.replace(cfg.model.moe, router="topk", top_k=2)))
+  with pytest.raises(checkpoint.CheckpointMismatch, match=r"model\.moe\.router='switch'"):
+    checkpoint.check_compatible(meta, other, META_FP, "checkpoint 1")
+
+
 def _corrupt(step_dir):
   """Truncates every array file of a step: what a partial copy or a bad disk leaves."""
   for root, _, files in os.walk(os.path.join(step_dir, "state")):

@@ -3,7 +3,6 @@ router, causality of the sampling path (and non-causality of top-k), training, s
 routing, accounting, configs and the routing map."""
 
 import dataclasses
-import functools
 import struct
 import zlib
 
@@ -14,6 +13,7 @@ import pytest
 from flax import nnx
 
 from tests import families
+from tests.families import call, decode_logits
 from zoo import accounting, config, plotting, routing, sharding
 from zoo.config import ModConfig
 from zoo.models import Decoder
@@ -21,19 +21,6 @@ from zoo.models.mod import MoDBlock, capacity_tokens, mod_block_flops
 from zoo.models.parts import Context
 from zoo.testing import random_batch, tiny_config, tiny_model
 from zoo.training import step as step_lib
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _apply(graphdef, state, *args):
-  module = nnx.merge(graphdef, state)
-  return module(*args), nnx.state(module)
-
-
-def call(module, *args):
-  """module(*args), jitted (one compile per graph and shapes); keeps cache updates."""
-  out, state = _apply(*nnx.split(module), *args)
-  nnx.update(module, state)
-  return out
 
 
 def _mod_model(capacity=0.25, **overrides):
@@ -98,16 +85,6 @@ def test_gradients_reach_the_router_but_not_the_predictor_from_the_lm():
   assert np.abs(np.asarray(predictor["in_DH"][...])).sum() > 0
 
 
-def _decode_logits(model, tokens, *, incremental=False):
-  """Logits of the sampling path (KV cache): a prefill, or one token per call."""
-  b, l = tokens.shape
-  model.init_cache(b, l)
-  if not incremental:
-    return np.asarray(call(model, tokens, jnp.broadcast_to(jnp.arange(l), (b, l)))[0])
-  steps = [call(model, tokens[:, t:t + 1], jnp.full((b, 1), t))[0] for t in range(l)]
-  return np.asarray(jnp.concatenate(steps, axis=1))
-
-
 @pytest.mark.parametrize("decode", ["predictor", "router"])
 def test_sampling_path_is_causal(decode):
   """With a KV cache each token decides from itself (predictor, or router > threshold), so
@@ -117,16 +94,16 @@ def test_sampling_path_is_causal(decode):
   model = Decoder(cfg, rngs=nnx.Rngs(0))
   rng = np.random.default_rng(1)
   tokens = jnp.asarray(rng.integers(0, 64, (2, 12)))
-  base = _decode_logits(model, tokens)
+  base = decode_logits(model, tokens)
   model.init_cache(2, 12)
   fraction = float(call(model, tokens)[1]["layer_1/routed_fraction"])
   assert 0.0 < fraction < 1.0, fraction  # some tokens in, some around: a real test
   for t in (0, 5, 10):
     changed = np.asarray(tokens).copy()
     changed[:, t + 1:] = rng.integers(0, 64, changed[:, t + 1:].shape)
-    out = _decode_logits(model, jnp.asarray(changed))
+    out = decode_logits(model, jnp.asarray(changed))
     np.testing.assert_array_equal(out[:, :t + 1], base[:, :t + 1])
-  np.testing.assert_allclose(_decode_logits(model, tokens, incremental=True), base,
+  np.testing.assert_allclose(decode_logits(model, tokens, incremental=True), base,
                              rtol=1e-5, atol=1e-6)
 
 
@@ -230,7 +207,7 @@ def test_scanned_mod_stack_runs_and_decodes():
   tokens = jnp.asarray(np.random.default_rng(5).integers(0, 64, (2, 8)))
   logits, aux = call(model, tokens)
   assert logits.shape == (2, 8, 64) and "layer_3/routed_fraction" in aux
-  assert _decode_logits(model, tokens).shape == (2, 8, 64)
+  assert decode_logits(model, tokens).shape == (2, 8, 64)
 
 
 def test_routing_map_png():

@@ -168,6 +168,11 @@ def _stack_flops(model_cfg: ModelConfig, seq_len: int, block_flops) -> float:
   return stack(model_cfg, seq_len, block_flops)
 
 
+def block_flops(model_cfg: ModelConfig, kind: str, seq_len: int) -> float:
+  """Forward FLOPs per token of one block of `kind` on sequences of `seq_len` tokens."""
+  return _FLOPS[kind](model_cfg, seq_len)
+
+
 def block_train_flops(model_cfg: ModelConfig, kind: str, seq_len: int) -> float:
   if kind in _TRAIN_FLOPS:
     return _TRAIN_FLOPS[kind](model_cfg, seq_len)

@@ -26,8 +26,9 @@ import orbax.checkpoint as ocp
 from zoo.config import Config, ModelConfig
 
 LAYOUT_VERSION = 1
-# Model fields that may differ between the run that saved and the one that restores.
-FREE_MODEL_FIELDS = ("dropout", "remat", "compute_dtype")
+# Model fields that may differ between the run that saved and the one that restores (the
+# hash map's counts file: the map itself is saved with the model).
+FREE_MODEL_FIELDS = ("dropout", "remat", "compute_dtype", "moe.hash_frequencies")
 LIBRARIES = ("jax", "flax", "optax", "orbax-checkpoint", "grain", "sentencepiece")
 
 
@@ -54,9 +55,10 @@ def check_compatible(meta: dict, cfg: Config, tokenizer_fingerprint: str | None,
   if meta.get("layout_version") != LAYOUT_VERSION:
     raise CheckpointMismatch(
         f"{where}: layout version {meta.get('layout_version')}, this code reads {LAYOUT_VERSION}")
-  saved = meta["config"]["model"]
-  current = dataclasses.asdict(cfg.model)
-  defaults = dataclasses.asdict(dataclasses.replace(ModelConfig(), vocab_size=0))
+  saved = _flat(meta["config"]["model"])
+  current = _flat(dataclasses.asdict(cfg.model))
+  # A field added after the checkpoint was written compares as its default.
+  defaults = _flat(dataclasses.asdict(dataclasses.replace(ModelConfig(), vocab_size=0)))
   for name, value in current.items():
     if name in FREE_MODEL_FIELDS:
       continue
@@ -71,6 +73,17 @@ def check_compatible(meta: dict, cfg: Config, tokenizer_fingerprint: str | None,
         f"{where} was trained with tokenizer {meta['tokenizer_fingerprint'][:12]}; this run's "
         f"tokenizer is {tokenizer_fingerprint[:12]} (set data.tokenizer to the run's "
         "tokenizer.model)")
+
+
+def _flat(fields: dict, prefix: str = "") -> dict:
+  """{"moe": {"router": ...}} -> {"moe.router": ...}."""
+  out = {}
+  for name, value in fields.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{name}."))
+    else:
+      out[prefix + name] = value
+  return out
 
 
 class Checkpointer:

@@ -98,9 +98,15 @@ class MoeConfig:
   expert is d_ff / G wide. aux_loss_weight: alpha of the load-balance loss
   alpha E sum_i f_i P_i; z_loss_weight: the router z-loss (0: off). hash_kind: "random",
   "balanced", "bigram", "previous", "position" or "oracle" (next token: a leakage check,
-  never for results); hash_frequencies: a .npy of token counts for "balanced" ('' : a
-  Zipf prior by token id); hash_seed seeds the map. backend: kernels' backend ('' picks by
-  platform; "xla", "pallas_tpu", "pallas_interpret").
+  never for results); hash_frequencies: a .npy of token counts for "balanced" ('': the
+  training corpus' counts, which train.py computes; a Zipf prior by token id where no corpus
+  is at hand); hash_seed seeds the map. noop_experts N:
+  integrated MoDE (Raposo et al. 2024): the router (switch or topk) chooses among the E
+  experts and N no-op experts, a choice of a no-op expert adds nothing (the token keeps its
+  residual), and each real expert has capacity_factor x top_k x L / (E + N) slots.
+  output_norm: a norm on the MoE output before the residual add (Krajewski et al. 2024 use
+  one for granularity > 1). backend: kernels' backend ('' picks by platform; "xla",
+  "pallas_tpu", "pallas_interpret").
   """
 
   router: str = "switch"
@@ -113,7 +119,14 @@ class MoeConfig:
   hash_kind: str = "random"
   hash_frequencies: str = ""
   hash_seed: int = 0
+  noop_experts: int = 0
+  output_norm: bool = False
   backend: str = ""
+
+  @property
+  def num_choices(self) -> int:
+    """What the router chooses among: the experts and the no-op experts."""
+    return self.num_experts + self.noop_experts
 
   @property
   def expansion(self) -> float:
@@ -422,10 +435,32 @@ def _validate_moe(m: ModelConfig, prefix: str) -> None:
                       f"a divisor of the MLP hidden size {m.hidden_size}")
   _positive(p + "aux_loss_weight", mo.aux_loss_weight, allow_zero=True)
   _positive(p + "z_loss_weight", mo.z_loss_weight, allow_zero=True)
+  _positive(p + "noop_experts", mo.noop_experts, allow_zero=True)
+  if mo.noop_experts and mo.router not in ("switch", "topk"):
+    raise ConfigError(p + "noop_experts", mo.noop_experts,
+                      f"0 with {p}router={mo.router!r} (no-op experts need 'switch' or 'topk')")
+  if mo.router == "topk" and mo.top_k > mo.num_choices:
+    raise ConfigError(p + "top_k", mo.top_k, f"<= {p}num_experts + {p}noop_experts")
   _one_of(p + "hash_kind", mo.hash_kind, HASH_KINDS)
   if mo.hash_frequencies and not os.path.isfile(mo.hash_frequencies):
     raise ConfigError(p + "hash_frequencies", mo.hash_frequencies, "an existing .npy file, or ''")
   _one_of(p + "backend", mo.backend, KERNEL_BACKENDS)
+
+
+def _validate_base_groups(cfg: Config) -> None:
+  """BASE gives each expert exactly G / E tokens of a routing group of G tokens: a sequence
+  in block "moe", the k routed tokens in block "mode_staged"."""
+  m = cfg.model
+  if m.moe.router != "base":
+    return
+  from zoo.models.mod import capacity_tokens
+
+  groups = {"moe": cfg.seq_len, "mode_staged": capacity_tokens(m.mod.capacity, cfg.seq_len)}
+  for kind, group in groups.items():
+    if kind in m.pattern and group % m.moe.num_experts:
+      raise ConfigError("model.moe.num_experts", m.moe.num_experts,
+                        f"a divisor of the {group} tokens a block {kind!r} routes (seq_len="
+                        f"{cfg.seq_len}, model.mod.capacity={m.mod.capacity}) with router 'base'")
 
 
 def validate_data(d: DataConfig) -> None:
@@ -473,10 +508,7 @@ def validate(cfg: Config, num_devices: int) -> None:
   _positive("eval_batches", cfg.eval_batches, allow_zero=True)
   _positive("peak_flops_per_device", cfg.peak_flops_per_device, allow_zero=True)
   validate_model(cfg.model)
-  if "moe" in cfg.model.pattern and cfg.model.moe.router == "base":
-    if cfg.seq_len % cfg.model.moe.num_experts:  # BASE gives each expert exactly L / E tokens
-      raise ConfigError("model.moe.num_experts", cfg.model.moe.num_experts,
-                        f"a divisor of seq_len={cfg.seq_len} with router 'base'")
+  _validate_base_groups(cfg)
   validate_data(cfg.data)
   sizes = validate_mesh(cfg.mesh, num_devices)
   batch_shards = sizes["data"] * sizes["fsdp"]

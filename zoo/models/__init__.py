@@ -6,6 +6,7 @@ from zoo.models import recurrent  # noqa: F401  (registers stacks "ladder", "sta
 from zoo.models import structured  # noqa: F401  (registers "fastfood", "block_hadamard")
 from zoo.models import mod  # noqa: F401  (registers "mod")
 from zoo.models import moe  # noqa: F401  (registers "moe")
+from zoo.models import mode  # noqa: F401  (registers "mode_staged")
 from zoo.models.transformer import Decoder, aux_loss
 
 __all__ = ["Decoder", "aux_loss"]

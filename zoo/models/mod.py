@@ -47,7 +47,6 @@ from zoo import accounting
 from zoo.config import ModelConfig
 from zoo.models import registry
 from zoo.models.parts import Context, param
-from zoo.models.transformer import DenseBlock
 
 
 def capacity_tokens(capacity: float, length: int) -> int:
@@ -119,15 +118,19 @@ def _masked_mean(v_BL, real_BL):
 
 @registry.register("mod")
 class MoDBlock(nnx.Module):
-  """A DenseBlock around which tokens are routed by capacity (see the module docstring).
+  """A block around which tokens are routed by capacity (see the module docstring).
 
-  Set `record = True` (zoo.routing does) to also return the [B, L] routing decisions as
-  aux "routed_mask", for routing maps; training leaves it off so aux stays scalar.
+  The routed block is `inner_kind` (a registered block kind; staged MoDE routes around an
+  MoE block the same way), and its aux (an MoE router's losses) is passed on. Set `record
+  = True` (zoo.routing does) to also return the [B, L] routing decisions as aux
+  "routed_mask", for routing maps; training leaves it off.
   """
+
+  inner_kind = "dense"
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.mod = cfg.mod
-    self.block = DenseBlock(cfg, rngs=rngs)
+    self.block = registry.make_block(self.inner_kind, cfg, rngs=rngs)
     self.router_D = param(rngs, (cfg.d_model,), ("embed",), cfg.init_std)
     self.predictor = Predictor(cfg, rngs=rngs)
     self.record = False
@@ -150,11 +153,11 @@ class MoDBlock(nnx.Module):
     scores_BL = r_BL if self.mod.routing == "learned" else routing_noise(x_BLD, ctx)
     idx_BC = top_k_positions(scores_BL, ctx.segment_ids_BL, k)
     x_BCD = route_gather(x_BLD, idx_BC)
-    y_BCD, _ = self.block(x_BCD, gather_context(ctx, idx_BC))
+    y_BCD, inner_aux = self.block(x_BCD, gather_context(ctx, idx_BC))
     w_BC = jnp.take_along_axis(r_BL, idx_BC, axis=1)
     out_BLD = route_scatter(x_BLD, y_BCD - x_BCD, w_BC, idx_BC)
     kept_BL = positions_to_mask(idx_BC, x_BLD.shape[1])
-    return out_BLD, self._aux(x_BLD, r_BL, kept_BL, ctx.segment_ids_BL)
+    return out_BLD, {**inner_aux, **self._aux(x_BLD, r_BL, kept_BL, ctx.segment_ids_BL)}
 
   def _aux(self, x_BLD, r_BL, kept_BL, segment_ids_BL) -> dict:
     """The two causal-routing losses (methods a and b) and routing statistics."""
@@ -194,29 +197,43 @@ class MoDBlock(nnx.Module):
       in_BL = r_BL > self.mod.decode_threshold
     in_BL = in_BL & (ctx.segment_ids_BL > 0)
     segments_BL = jnp.where(in_BL, ctx.segment_ids_BL, 0)
-    y_BLD, _ = self.block(x_BLD, dataclasses.replace(ctx, segment_ids_BL=segments_BL))
+    y_BLD, inner_aux = self.block(x_BLD, dataclasses.replace(ctx, segment_ids_BL=segments_BL))
     update_BLD = r_BL[..., None] * (y_BLD - x_BLD).astype(jnp.float32)
     out_BLD = x_BLD.astype(jnp.float32) + jnp.where(in_BL[..., None], update_BLD, 0.0)
     real_BL = (ctx.segment_ids_BL > 0).astype(jnp.float32)
-    aux = {"routed_fraction": _masked_mean(in_BL.astype(jnp.float32), real_BL)}
+    aux = {**inner_aux, "routed_fraction": _masked_mean(in_BL.astype(jnp.float32), real_BL)}
     if self.record:
       aux["routed_mask"] = in_BL.astype(jnp.float32)
     return out_BLD.astype(x_BLD.dtype), aux
 
 
+def routed_block_flops(cfg: ModelConfig, seq_len: int, inner_kind: str, *,
+                       train: bool) -> float:
+  """FLOPs per sequence token of a block routed around at capacity c = k / L.
+
+  The inner block runs on a sequence of k tokens, so its attention projections and MLP
+  cost c times theirs per sequence token and its scores c^2 times; then the router and
+  the predictor (whose input is stop-gradient: no input gradient in training).
+  """
+  k = capacity_tokens(cfg.mod.capacity, seq_len)
+  if train:
+    inner = accounting.block_train_flops(cfg, inner_kind, k)
+    return k / seq_len * inner + 3 * _router_flops(cfg) + 2 * predictor_flops(cfg)
+  inner = accounting.block_flops(cfg, inner_kind, k)
+  return k / seq_len * inner + _router_flops(cfg) + predictor_flops(cfg)
+
+
 @accounting.register_flops("mod")
 def mod_block_flops(cfg: ModelConfig, seq_len: int) -> float:
   """Forward FLOPs per sequence token: c (projections + MLP) + c^2 scores + router + predictor."""
-  c = capacity_tokens(cfg.mod.capacity, seq_len) / seq_len
-  block = c * (accounting.attention_flops(cfg, seq_len, kept=c) + accounting.mlp_flops(cfg))
-  return block + _router_flops(cfg) + _predictor_flops(cfg)
+  return routed_block_flops(cfg, seq_len, "dense", train=False)
 
 
 def _router_flops(cfg: ModelConfig) -> float:
   return 2 * cfg.d_model
 
 
-def _predictor_flops(cfg: ModelConfig) -> float:
+def predictor_flops(cfg: ModelConfig) -> float:
   h = predictor_hidden(cfg)
   return 2 * cfg.d_model * h + 2 * h
 
@@ -224,4 +241,4 @@ def _predictor_flops(cfg: ModelConfig) -> float:
 @accounting.register_train_flops("mod")
 def mod_block_train_flops(cfg: ModelConfig, seq_len: int) -> float:
   """3 x forward, except the predictor: its input is stop-gradient, so no input gradient."""
-  return 3 * mod_block_flops(cfg, seq_len) - _predictor_flops(cfg)
+  return routed_block_flops(cfg, seq_len, "dense", train=True)

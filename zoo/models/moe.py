@@ -23,9 +23,11 @@ jit the kernels are partitioned by XLA (GSPMD); wrapping the Pallas backends in
 "embed", "mlp"), so they shard over the `expert` mesh axis.
 
 Statistics per layer (aux, not losses): "moe/dropped" (fraction of token-expert assignments
-with no slot; for expert choice, of tokens no expert took), "moe/load_max" and
+with no slot, among choices of a real expert; for expert choice, of tokens no expert took), "moe/load_max" and
 "moe/load_min" (most and least loaded expert, as a multiple of the mean load; 1 = even),
-"moe/router_entropy" (mean entropy of the router's softmax, nats). Losses: "aux_loss/...".
+"moe/expert_load" (every expert's load, [E]: the load histogram), "moe/router_entropy" (mean
+entropy of the router's softmax, nats), "moe/noop_fraction" (integrated MoDE: choices of a
+no-op expert). Losses: "aux_loss/...".
 
 Accounting: routing FLOPs as Krajewski et al. count them, c_r = 14 FLOPs per token per
 d_model per expert in training (router logits forward and backward 2 + 4, dispatch and
@@ -54,11 +56,14 @@ def expert_hidden(cfg: ModelConfig) -> int:
 
 def experts_per_token(cfg: ModelConfig) -> float:
   """Experts a token uses: k for token choice, k x capacity_factor on average for expert
-  choice (every slot is filled), 1 for Switch, BASE and Hash."""
+  choice (every slot is filled), 1 for Switch, BASE and Hash. With N no-op experts
+  (integrated MoDE) the k choices are spread evenly over E + N at balance, so k E / (E + N)
+  of them are real experts."""
   mo = cfg.moe
   if mo.router == "expert_choice":
     return mo.top_k * mo.capacity_factor
-  return mo.top_k if mo.router == "topk" else 1
+  k = mo.top_k if mo.router == "topk" else 1
+  return k * mo.num_experts / mo.num_choices
 
 
 class Experts(nnx.Module):
@@ -99,6 +104,9 @@ class MoeMLP(nnx.Module):
   def __call__(self, h_BLD, ctx: Context):
     routing = self.router(h_BLD, ctx)
     weight_BL = (ctx.segment_ids_BL > 0).astype(jnp.float32)
+    if routing.expert_idx_BLK is not None:  # padding (and tokens MoD routes around) takes
+      routing.expert_idx_BLK = jnp.where(  # no slot and costs no expert compute
+          weight_BL[..., None] > 0, routing.expert_idx_BLK, -1)
     if routing.token_idx_BEC is not None:
       y_BLD, stats = self._expert_choice(h_BLD, routing, weight_BL)
     elif routing.capacity:
@@ -119,14 +127,17 @@ class MoeMLP(nnx.Module):
     # One dispatch over all B x L tokens with B x E "virtual experts" (expert e of group b
     # is b * E + e): slots still go first come, first served in (rank, token) order within
     # each group, exactly as routing each group alone, without vmapping the Pallas kernels.
-    virtual_BLK = routing.expert_idx_BLK + (jnp.arange(b) * e)[:, None, None]
+    offset_BLK = (jnp.arange(b) * e)[:, None, None]
+    virtual_BLK = jnp.where(routing.expert_idx_BLK >= 0, routing.expert_idx_BLK + offset_BLK, -1)
     x_GCD, info = expert_dispatch.dispatch(
         h_BLD.reshape(b * l, d), virtual_BLK.reshape(b * l, k),
         routing.gate_BLK.reshape(b * l, k).astype(h_BLD.dtype), b * e, c, backend=self.backend)
     y_BECD = self.experts(x_GCD.reshape(b, e, c, d))
     y_TD = expert_dispatch.combine(y_BECD.reshape(b * e, c, d), info, None, backend=self.backend)
-    dropped_BLK = (info.slot_TK < 0).astype(jnp.float32).reshape(b, l, k)
-    stats = {"moe/dropped": _mean(jnp.mean(dropped_BLK, -1), weight_BL)}
+    # Dropped: choices of a real expert that found it full (a no-op choice is not a drop).
+    chosen_BLK = (routing.expert_idx_BLK >= 0).astype(jnp.float32) * weight_BL[..., None]
+    dropped_BLK = (info.slot_TK < 0).reshape(b, l, k) * chosen_BLK
+    stats = {"moe/dropped": jnp.sum(dropped_BLK) / jnp.maximum(jnp.sum(chosen_BLK), 1.0)}
     return y_TD.reshape(b, l, d), {**stats, **_load_stats(routing.expert_idx_BLK, weight_BL, e)}
 
   def _dropless(self, h_BLD, routing: Routing, weight_BL):
@@ -158,7 +169,8 @@ class MoeMLP(nnx.Module):
         jnp.arange(b)[:, None, None], routing.token_idx_BEC].add(1.0)
     stats = {"moe/dropped": _mean((taken_BL == 0).astype(jnp.float32), weight_BL),
              "moe/load_max": jnp.ones((), jnp.float32),  # every expert fills its C slots
-             "moe/load_min": jnp.ones((), jnp.float32)}
+             "moe/load_min": jnp.ones((), jnp.float32),
+             "moe/expert_load": jnp.ones((e,), jnp.float32)}
     return y_BLD, stats
 
 
@@ -167,25 +179,35 @@ def _mean(x_BL, weight_BL):
 
 
 def _load_stats(expert_idx_BLK, weight_BL, num_experts: int) -> dict:
-  """Most and least loaded expert (routed assignments of real tokens) over the mean load."""
+  """Every expert's load (its routed assignments of real tokens, before any capacity drop)
+  as a multiple of the mean load, [E] ("moe/expert_load", the load histogram), and its
+  extremes. Choices of no expert (index -1, MoDE's no-op experts) count for none."""
   counts_E = jnp.sum(jax.nn.one_hot(expert_idx_BLK, num_experts) * weight_BL[..., None, None],
                      axis=(0, 1, 2))
   load_E = counts_E * num_experts / jnp.maximum(jnp.sum(counts_E), 1.0)
-  return {"moe/load_max": jnp.max(load_E), "moe/load_min": jnp.min(load_E)}
+  return {"moe/load_max": jnp.max(load_E), "moe/load_min": jnp.min(load_E),
+          "moe/expert_load": load_E}
 
 
 @registry.register("moe")
 class MoeBlock(nnx.Module):
-  """x + Attn(Norm(x)), then x + MoE(Norm(x)); aux: the router's losses and statistics."""
+  """x + Attn(Norm(x)), then x + MoE(Norm(x)); aux: the router's losses and statistics.
+
+  With `moe.output_norm` the MoE output is normalised before the add (x + Norm(MoE(...))),
+  the extra norm Krajewski et al. 2024 found to matter for granularity > 1.
+  """
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.rate = cfg.dropout
     self.attn_norm, self.attn = Norm(cfg, rngs=rngs), Attention(cfg, rngs=rngs)
     self.mlp_norm, self.moe = Norm(cfg, rngs=rngs), MoeMLP(cfg, rngs=rngs)
+    self.output_norm = Norm(cfg, rngs=rngs) if cfg.moe.output_norm else None
 
   def __call__(self, x_BLD, ctx: Context):
     x_BLD = x_BLD + dropout(self.attn(self.attn_norm(x_BLD), ctx), self.rate, ctx.rng, 0)
     y_BLD, aux = self.moe(self.mlp_norm(x_BLD), ctx)
+    if self.output_norm is not None:
+      y_BLD = self.output_norm(y_BLD)
     x_BLD = x_BLD + dropout(y_BLD, self.rate, ctx.rng, 1)
     return sharding.constrain(x_BLD, ("batch", "length", "act_embed")), aux
 
@@ -198,7 +220,7 @@ def routing_flops(cfg: ModelConfig, *, train: bool) -> float:
   training and 6 forward; Hash layers have no router logits (8 and 4)."""
   learned = cfg.moe.router != "hash"
   per = (14 if learned else 8) if train else (6 if learned else 4)
-  return per * cfg.d_model * cfg.moe.num_experts
+  return per * cfg.d_model * cfg.moe.num_choices  # no-op experts are router columns too
 
 
 def _expert_flops(cfg: ModelConfig) -> float:

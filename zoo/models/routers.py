@@ -74,14 +74,18 @@ def z_loss(logits_BLE, weight_BL) -> jax.Array:
 
 
 class _Learned(nnx.Module):
-  """A linear router w_DE ~ normal(0, init_std), applied in float32."""
+  """A linear router w_DE ~ normal(0, init_std), applied in float32.
+
+  Its E columns are the experts, then `noop_experts` more for integrated MoDE.
+  """
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     mo = cfg.moe
     self.num_experts, self.top_k = mo.num_experts, mo.top_k
+    self.num_choices = mo.num_choices
     self.capacity_factor = mo.capacity_factor
     self.alpha, self.z_weight = mo.aux_loss_weight, mo.z_loss_weight
-    self.w_DE = param(rngs, (cfg.d_model, mo.num_experts), ("embed", None), cfg.init_std)
+    self.w_DE = param(rngs, (cfg.d_model, mo.num_choices), ("embed", None), cfg.init_std)
 
   def logits(self, h_BLD):
     return jnp.einsum("bld,de->ble", h_BLD.astype(jnp.float32), self.w_DE[...])
@@ -103,6 +107,11 @@ class TopKRouter(_Learned):
   expert full is dropped; because every token's first choice is placed before any second
   choice, a later token can displace an earlier token's second choice, so top-k with a
   capacity is not causal; dropless (capacity_factor 0) is.
+
+  Integrated MoDE (Raposo et al. 2024, section 4.3; `noop_experts` N > 0): the softmax and
+  the load-balance loss run over E + N choices; a token whose choice is a no-op expert gets
+  expert index -1 and gate 0 for it (no slot, nothing added: its residual passes), so tokens
+  learn to take the residual path instead of being dropped by a full expert.
   """
 
   normalize = True
@@ -115,12 +124,18 @@ class TopKRouter(_Learned):
     if self.normalize:
       gate_BLK = gate_BLK / jnp.sum(gate_BLK, axis=-1, keepdims=True)
     capacity = 0
-    if self.capacity_factor:
-      capacity = capacity_per_expert(h_BLD.shape[1], self.num_experts, self.capacity_factor,
+    if self.capacity_factor:  # no-op experts take their share: slots for L k / (E + N)
+      capacity = capacity_per_expert(h_BLD.shape[1], self.num_choices, self.capacity_factor,
                                      self.top_k)
+    aux = self.losses(logits_BLE, probs_BLE, expert_idx_BLK, weight_BL)
+    if self.num_choices > self.num_experts:  # integrated MoDE: a no-op choice is "no expert"
+      noop_BLK = expert_idx_BLK >= self.num_experts
+      aux["moe/noop_fraction"] = jnp.sum(jnp.mean(noop_BLK, -1) * weight_BL) / jnp.maximum(
+          jnp.sum(weight_BL), 1.0)
+      expert_idx_BLK = jnp.where(noop_BLK, -1, expert_idx_BLK)
+      gate_BLK = jnp.where(noop_BLK, 0.0, gate_BLK)
     return Routing(expert_idx_BLK=expert_idx_BLK, gate_BLK=gate_BLK, capacity=capacity,
-                   probs_BLE=probs_BLE,
-                   aux=self.losses(logits_BLE, probs_BLE, expert_idx_BLK, weight_BL))
+                   probs_BLE=probs_BLE, aux=aux)
 
 
 class SwitchRouter(TopKRouter):

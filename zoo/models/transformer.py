@@ -147,7 +147,7 @@ class Decoder(nnx.Module):
   def init_cache(self, batch: int, max_len: int) -> None:
     """Gives every attention layer an empty KV cache: later calls extend it (decoding)."""
     dtype = DTYPES[self.cfg.compute_dtype]
-    for path, module in self.iter_modules():
+    for path, module in nnx.iter_modules(self):
       if isinstance(module, Attention):
         stacked = self.cfg.scan_layers and tuple(path[:2]) == ("stack", "units")
         module.init_cache(batch, max_len, dtype, (self.stack.repeats,) if stacked else ())

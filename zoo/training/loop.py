@@ -19,8 +19,9 @@ import tqdm
 
 from zoo import accounting, checkpoint, data, sharding
 from zoo.config import Config
+from zoo.models import hashing
 from zoo.training import step as step_lib
-from zoo.training.metrics import MetricWriter, peak_flops_per_device
+from zoo.training.metrics import MetricWriter, json_value, peak_flops_per_device
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -51,6 +52,17 @@ def _prepare_workdir(cfg: Config, workdir: str, tokenizer) -> None:
     os.replace(target + ".tmp", target)
 
 
+def _with_corpus_counts(cfg: Config, tokenizer, echo) -> Config:
+  """A balanced Hash layer without a counts file gets the training corpus's token counts
+  (Roller et al. 2021 balance by training-data frequency); config.json records the file."""
+  if not hashing.needs_corpus_counts(cfg.model):
+    return cfg
+  path = data.train_token_counts(cfg.data, tokenizer)
+  echo(f"balanced hash: token counts of the training corpus in {path}")
+  moe = dataclasses.replace(cfg.model.moe, hash_frequencies=path)
+  return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, moe=moe))
+
+
 def _truncate_metrics(workdir: str, step: int) -> None:
   """Drops records after `step` (written before an interruption) so no step repeats."""
   path = os.path.join(workdir, "metrics.jsonl")
@@ -70,6 +82,7 @@ def train(cfg: Config, workdir: str, *, echo=print) -> dict:
   """
   mesh = sharding.make_mesh(cfg.mesh)
   tokenizer = data.load_tokenizer(cfg.data)  # fails early on a bad data config
+  cfg = _with_corpus_counts(cfg, tokenizer, echo)
   _prepare_workdir(cfg, workdir, tokenizer)
   echo(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; mesh "
        f"{dict(mesh.shape)}")
@@ -125,7 +138,7 @@ def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, tokenizer, c
         elapsed = time.perf_counter() - tick - paused
         steps_done = step - tick_step
         rate = tokens_per_step * steps_done / elapsed
-        last = {**{k: float(v) for k, v in metrics.items()}, "tokens_per_s": rate,
+        last = {**{k: json_value(v) for k, v in metrics.items()}, "tokens_per_s": rate,
                 "mfu": flops_per_step * steps_done / elapsed / peak,
                 "step_time_s": elapsed / steps_done}
         writer.add(step, last)

@@ -47,7 +47,10 @@ def peak_flops_per_device(override: float = 0.0) -> float:
 
 
 class MetricWriter:
-  """Writes one JSON object per step to `metrics.jsonl` and the same scalars to TensorBoard.
+  """Writes one JSON object per step to `metrics.jsonl` and the same values to TensorBoard.
+
+  Scalars become TensorBoard scalars; a vector statistic (an MoE layer's per-expert load)
+  is a list in the JSON record and a TensorBoard histogram of its entries.
 
   Only process 0 writes. Each step appears once: records for the same step are merged
   before they are written (`flush` at the end of a step).
@@ -63,7 +66,7 @@ class MetricWriter:
 
   def add(self, step: int, values: dict) -> None:
     self.pending.setdefault(step, {}).update(
-        {k: _scalar(v) for k, v in values.items()})
+        {k: json_value(v) for k, v in values.items()})
 
   def flush(self) -> None:
     if not self.enabled:
@@ -73,7 +76,11 @@ class MetricWriter:
       record = {"step": step, **self.pending[step]}
       self.jsonl.write(json.dumps(record) + "\n")
       for name, value in record.items():
-        if name != "step" and value is not None:
+        if name == "step" or value is None:
+          continue
+        if isinstance(value, list):
+          self.tb.add_histogram(name, np.asarray(value), step)
+        else:
           self.tb.add_scalar(name, value, step)
     self.pending.clear()
     self.jsonl.flush()
@@ -86,5 +93,7 @@ class MetricWriter:
       self.tb.close()
 
 
-def _scalar(value) -> float:
-  return float(np.asarray(value))  # NaN stays NaN: a diverged run must show it
+def json_value(value) -> float | list[float]:
+  """A metric as JSON: a float, or a list of floats for a vector statistic."""
+  value = np.asarray(value)  # NaN stays NaN: a diverged run must show it
+  return float(value) if value.ndim == 0 else value.astype(float).tolist()

@@ -116,11 +116,14 @@ def loss_and_grads(trainer: Trainer, state: TrainState, batch: dict):
   (grads, lm_sum), aux = jax.lax.scan(
       accumulate, (zeros, jnp.zeros((), jnp.float32)),
       (_microbatches(batch, n_micro), jnp.arange(n_micro)))
-  return lm_sum / total_tokens, grads, jax.tree.map(jnp.mean, aux)
+  # Aux over micro-batches: the mean of each statistic (a scalar, or a vector such as an
+  # MoE layer's per-expert load).
+  return lm_sum / total_tokens, grads, jax.tree.map(lambda a: jnp.mean(a, axis=0), aux)
 
 
 def train_step(trainer: Trainer, state: TrainState, batch: dict):
-  """One optimizer update; returns the new state and a dict of scalar metrics."""
+  """One optimizer update; returns the new state and a dict of metrics (scalars, and the
+  blocks' vector statistics such as "layer_<i>/moe/expert_load")."""
   loss, grads, aux = loss_and_grads(trainer, state, batch)
   updates, opt_state = trainer.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)

@@ -11,7 +11,7 @@ from flax import nnx
 from configs import ladder as ladder_configs
 from configs import staircase as staircase_configs
 from tests.families import jitted_logits, learns_on_a_repeated_batch, xla_flops
-from zoo import accounting
+from zoo import accounting, evaluation
 from zoo import config as config_lib
 from zoo.config import ConfigError, LadderConfig, StaircaseConfig
 from zoo.models import Decoder, recurrent
@@ -214,3 +214,33 @@ def test_staircase_algorithmic_preset_matches_the_paper():
 @pytest.mark.parametrize("cfg", [_ladder(2), _staircase(4, 8, 8)], ids=["ladder", "staircase"])
 def test_learns_on_a_tiny_run(cfg):
   learns_on_a_repeated_batch(cfg)
+
+
+class _IdTokenizer:
+  """Token ids as text: "3 17 5" <-> [3, 17, 5]; bos 1, eos 2."""
+
+  bos_id, eos_id = 1, 2
+
+  def encode(self, text):
+    return [int(t) for t in text.split()]
+
+  def decode(self, ids):
+    return " ".join(map(str, ids))
+
+
+def test_sampling_recomputes_for_stacks_without_a_cache():
+  """eval.py --sample on a Ladder or Staircase run: greedy tokens are the argmax of the
+  training forward on the prefix, step after step."""
+  for cfg in (_staircase(4, 8, 8), _ladder(2)):
+    model = Decoder(cfg, rngs=nnx.Rngs(0))
+    got = evaluation.sample(model, _IdTokenizer(), "5 9 12", max_new_tokens=6)
+    ids = [1, 5, 9, 12]
+    logits = jitted_logits(model)
+    want = []
+    for _ in range(6):
+      token = int(np.argmax(logits(np.asarray([ids]))[0, -1]))
+      if token == 2:
+        break
+      ids.append(token)
+      want.append(token)
+    assert got == " ".join(map(str, want)), (got, want)

@@ -125,16 +125,19 @@ def evaluate(run: Run, *, num_batches: int | None = None) -> dict:
 def sample(model: nnx.Module, tokenizer: data.Tokenizer, prompt: str, *,
            max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
            seed: int = 0) -> str:
-  """Continues `prompt`: greedy when temperature is 0, else softmax(logits / T) over top-k."""
-  ids = [tokenizer.bos_id] + tokenizer.encode(prompt)
-  model.init_cache(1, len(ids) + max_new_tokens)
-  graphdef, state = nnx.split(model)
+  """Continues `prompt`: greedy when temperature is 0, else softmax(logits / T) over top-k.
 
-  @jax.jit
-  def forward(state, tokens_1L, positions_1L):
-    m = nnx.merge(graphdef, state)
-    logits, _ = m(tokens_1L, positions_1L, jnp.ones_like(tokens_1L))
-    return logits[0, -1], nnx.state(m)
+  Decodes with a KV cache, one token per call; a stack that applies its layers more than
+  once per token (Ladder, Staircase: `kv_cache = False`) instead reruns the whole window,
+  padded to its final length with segment-0 tokens (exact, as the model is causal).
+  """
+  ids = [tokenizer.bos_id] + tokenizer.encode(prompt)
+  total = len(ids) + max_new_tokens
+  if getattr(model.stack, "kv_cache", True):
+    model.init_cache(1, total)
+    step = _cached_step(model)
+  else:
+    step = _recompute_step(model, total)
 
   def pick(logits, key):
     if temperature <= 0:
@@ -145,13 +148,51 @@ def sample(model: nnx.Module, tokenizer: data.Tokenizer, prompt: str, *,
     return int(jax.random.categorical(key, logits))
 
   key = jax.random.key(seed)
-  logits, state = forward(state, jnp.asarray([ids]), jnp.arange(len(ids))[None])
+  logits = step(ids, 0)
   out = []
-  for t in range(len(ids), len(ids) + max_new_tokens):
+  for t in range(len(ids), total):
     key, sub = jax.random.split(key)
     token = pick(logits, sub)
     if token == tokenizer.eos_id:
       break
     out.append(token)
-    logits, state = forward(state, jnp.asarray([[token]]), jnp.asarray([[t]]))
+    logits = step([token], t)
   return tokenizer.decode(out)
+
+
+def _cached_step(model: nnx.Module):
+  """fn(new token ids, position of the first) -> next-token logits, extending the cache."""
+  graphdef, state = nnx.split(model)
+
+  @jax.jit
+  def forward(state, tokens_1L, positions_1L):
+    m = nnx.merge(graphdef, state)
+    logits, _ = m(tokens_1L, positions_1L, jnp.ones_like(tokens_1L))
+    return logits[0, -1], nnx.state(m)
+
+  def step(new_ids, start):
+    nonlocal state
+    tokens = jnp.asarray([new_ids], jnp.int32)
+    logits, state = forward(state, tokens, start + jnp.arange(len(new_ids))[None])
+    return logits
+  return step
+
+
+def _recompute_step(model: nnx.Module, total: int):
+  """Like `_cached_step`, for stacks without a cache: one compile for the padded window."""
+  graphdef, state = nnx.split(model)
+  window = np.zeros((1, total), np.int32)
+  filled = 0
+
+  @jax.jit
+  def forward(tokens_1T, segments_1T, last):
+    logits, _ = nnx.merge(graphdef, state)(tokens_1T, None, segments_1T)
+    return logits[0, last]
+
+  def step(new_ids, start):
+    nonlocal filled
+    window[0, start:start + len(new_ids)] = new_ids
+    filled = start + len(new_ids)
+    segments = (np.arange(total) < filled).astype(np.int32)[None]
+    return forward(jnp.asarray(window), jnp.asarray(segments), filled - 1)
+  return step

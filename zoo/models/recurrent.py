@@ -62,6 +62,8 @@ def _refuse_decoding_cache(stack: nnx.Module) -> None:
 class Ladder(nnx.Module):
   """The plain stack applied `ladder_size` times with shared weights."""
 
+  kv_cache = False  # each layer runs more than once per token: sampling recomputes
+
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.passes = cfg.ladder.ladder_size
     self.depth = cfg.num_layers
@@ -161,6 +163,8 @@ def _step(blocks, cfg: ModelConfig, carry, inputs, rng):
 @registry.register_stack("staircase")
 class Staircase(nnx.Module):
   """N dense layers (the same parameters as the plain stack) run on a staircase schedule."""
+
+  kv_cache = False  # each layer runs more than once per token: sampling recomputes
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg

@@ -1,14 +1,16 @@
-"""Every MoE router against a dense model on a CPU: validation loss at equal steps, and step
-time relative to the dense model with the same active FLOPs.
+"""Every MoE router and both MoDE variants against a dense model on a CPU: validation loss at
+equal steps, and step time relative to a dense model with the same active FLOPs.
 
 Trains the `tiny` preset of each router (configs/moe.py; width 256, 4 layers, MoE every
-other layer, 8 experts; Hash: one MoE layer of 16 experts; fine-grained: G = 4, expansion 4)
-and configs/dense.py:tiny for the same steps on the offline default data through
-`zoo.training.train`, then prints one table: total and active-per-token parameters, training
-FLOPs per token (zoo.accounting, routing counted as Krajewski et al.), validation loss and
-the median step time over the dense model's. The dense tiny model has the same active
-FLOPs as Switch, BASE and Hash up to the routing term (top-2 and expert choice with
-capacity 2 use twice the expert FLOPs). Writes JSON.
+other layer, 8 experts; Hash: one MoE layer of 16 experts; fine-grained: G = 4, expansion 4),
+both MoDE presets (configs/mode.py) and configs/dense.py:tiny for the same steps on the
+offline default data through `zoo.training.train`, then prints one table: total and
+active-per-token parameters, training FLOPs per token (zoo.accounting, routing counted as
+Krajewski et al.), validation loss, the median step time over the dense model's, and that
+ratio divided by the FLOP ratio ("per FLOP"): the step time against a dense model of the same
+active FLOPs, 1.0 when routing costs nothing beyond its FLOPs. The dense tiny model has the
+same active FLOPs as Switch, BASE and Hash up to the routing term; top-2 and expert choice at
+capacity 2 use twice the expert FLOPs, MoDE fewer. Writes JSON.
 
   JAX_PLATFORMS=cpu .venv/bin/python benchmarks/moe_cpu.py [--steps=60] [--batch_size=8] \
       [--seq_len=128] [--only=dense,switch]
@@ -31,7 +33,7 @@ from absl import app, flags, logging
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # `configs` imports `configs.base`
 
-from configs import dense, moe  # noqa: E402
+from configs import dense, mode, moe  # noqa: E402
 from zoo import accounting  # noqa: E402
 from zoo import config as config_lib  # noqa: E402
 from zoo.training import train  # noqa: E402
@@ -46,7 +48,10 @@ RUNS = {  # name: (config module, preset, ConfigDict overrides (dotted field, va
     "expert_choice": (moe, "expert_choice_tiny", ()),
     "base": (moe, "base_tiny", ()),
     "hash": (moe, "hash_tiny", ()),
+    "hash_balanced": (moe, "hash_tiny", (("model.moe.hash_kind", "balanced"),)),
     "fine_grained": (moe, "fine_grained_tiny", ()),
+    "mode_staged": (mode, "staged_tiny", ()),
+    "mode_integrated": (mode, "integrated_tiny", ()),
 }
 
 _STEPS = flags.DEFINE_integer("steps", 60, "Train steps for every run.")
@@ -78,18 +83,23 @@ def run(name: str, root: str) -> dict:
           "train_loss": last.get("loss"),
           "step_time_s": statistics.median(times[1:] or times),  # the first interval warms up
           "wall_s": time.perf_counter() - start, "load_after": os.getloadavg(),
-          "moe_stats": {k: v for k, v in last.items() if "/moe/" in k or "aux_loss" in k}}
+          "routing_stats": {k: v for k, v in last.items()
+                            if "/moe/" in k or "aux_loss" in k or "routed_fraction" in k}}
 
 
 def table(rows: list[dict]) -> str:
-  dense_time = next((r["step_time_s"] for r in rows if r["run"] == "dense"), None)
+  dense = next((r for r in rows if r["run"] == "dense"), None)
   lines = ["| run | total params | active params | train MFLOP/token | val loss | step s | "
-           "step / dense |", "|" + "---|" * 7]
+           "step / dense | per FLOP |", "|" + "---|" * 8]
   for r in rows:
-    rel = f"{r['step_time_s'] / dense_time:.2f}" if dense_time else "-"
+    rel = per_flop = "-"
+    if dense:
+      time_ratio = r["step_time_s"] / dense["step_time_s"]
+      flop_ratio = r["train_flops_per_token"] / dense["train_flops_per_token"]
+      rel, per_flop = f"{time_ratio:.2f}", f"{time_ratio / flop_ratio:.2f}"
     lines.append(f"| {r['run']} | {r['total_params'] / 1e6:.2f}M | {r['active_params'] / 1e6:.2f}M"
                  f" | {r['train_flops_per_token'] / 1e6:.1f} | {r['eval_loss']:.3f} | "
-                 f"{r['step_time_s']:.3f} | {rel} |")
+                 f"{r['step_time_s']:.3f} | {rel} | {per_flop} |")
   return "\n".join(lines)
 
 

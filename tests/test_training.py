@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import numpy as np
 
+from tests import families
 from zoo import sharding
 from zoo.config import MeshConfig
 from zoo.training import step as step_lib
@@ -12,14 +13,7 @@ from zoo.testing import random_batch, tiny_config, tiny_model
 
 
 def _run(cfg, batches):
-  mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
-  trainer, state, shardings = step_lib.create(cfg, mesh)
-  train, _ = step_lib.jit_steps(trainer, shardings, mesh)
-  losses = []
-  with sharding.activate(mesh):
-    for batch in batches:
-      state, metrics = train(state, sharding.global_batch(batch, mesh))
-      losses.append(float(metrics["loss"]))
+  state, losses, _ = families.train(cfg, batches)
   return state, losses
 
 

@@ -22,8 +22,8 @@ jit the kernels are partitioned by XLA (GSPMD); wrapping the Pallas backends in
 `jax.shard_map` for TPU pods is not done yet. Expert weights carry the logical axes ("expert",
 "embed", "mlp"), so they shard over the `expert` mesh axis.
 
-Statistics per layer (aux, not losses): "moe/dropped" (fraction of token-expert assignments
-with no slot, among choices of a real expert; for expert choice, of tokens no expert took), "moe/load_max" and
+Statistics per layer (aux, not losses): "moe/dropped" (fraction of the choices of a real
+expert that found no slot; for expert choice, of tokens no expert took), "moe/load_max" and
 "moe/load_min" (most and least loaded expert, as a multiple of the mean load; 1 = even),
 "moe/expert_load" (every expert's load, [E]: the load histogram), "moe/router_entropy" (mean
 entropy of the router's softmax, nats), "moe/noop_fraction" (integrated MoDE: choices of a

@@ -20,10 +20,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 
 from absl import app, flags, logging
 
@@ -33,8 +31,7 @@ sys.path.insert(0, ROOT)  # `configs` imports `configs.base`
 from configs import dense, doped, ladder, staircase, structured  # noqa: E402
 from zoo import accounting  # noqa: E402
 from zoo import config as config_lib  # noqa: E402
-from zoo.training import train  # noqa: E402
-from short_runs import short_config, step_times  # noqa: E402
+from short_runs import short_config, timed_run  # noqa: E402
 
 # name: (config module, preset, ConfigDict overrides as (dotted field, value))
 FAMILIES = {
@@ -66,28 +63,11 @@ def make_config(name: str) -> config_lib.Config:
 
 def run(name: str, root: str) -> dict:
   cfg = make_config(name)
+  _, row = timed_run(name, cfg, os.path.join(root, name))
   params = accounting.count_params(cfg.model)
-  flops = accounting.count_flops(cfg)
-  workdir = os.path.join(root, name)
-  start = time.perf_counter()
-  last = train(cfg, workdir, echo=lambda line: print(f"[{name}] {line}", flush=True))
-  times = step_times(workdir)
-  return {
-      "family": name,
-      "trainable_non_embedding": params.trainable_non_embedding,
-      "embedding": params.embedding,
-      "frozen": params.frozen,
-      "structured": params.structured,
-      "emulated_dense": params.emulated_dense,
-      "train_flops_per_token": flops.train_per_token,
-      "train_flops_total": flops.train_per_step * cfg.steps,
-      "eval_loss": last.get("eval_loss"),
-      "train_loss": last.get("loss"),
-      "step_time_s": statistics.median(times[1:] or times),  # the first interval warms up
-      "wall_s": time.perf_counter() - start,
-      "steps": cfg.steps,
-      "tokens_per_step": cfg.batch_size * cfg.seq_len,
-  }
+  return {**row, "trainable_non_embedding": params.trainable_non_embedding,
+          "embedding": params.embedding, "frozen": params.frozen,
+          "structured": params.structured, "emulated_dense": params.emulated_dense}
 
 
 def table(rows: list[dict]) -> str:
@@ -98,7 +78,7 @@ def table(rows: list[dict]) -> str:
     emulated = (f"{r['emulated_dense'] / 1e6:.2f}M ({r['structured'] / 1e6:.3f}M struct.)"
                 if r["emulated_dense"] else "0")
     lines.append(
-        f"| {r['family']} | {r['trainable_non_embedding'] / 1e6:.2f}M | "
+        f"| {r['run']} | {r['trainable_non_embedding'] / 1e6:.2f}M | "
         f"{r['frozen'] / 1e6:.2f}M | {emulated} | {r['train_flops_per_token'] / 1e6:.1f} | "
         f"{r['train_flops_total'] / 1e12:.2f} | {r['eval_loss']:.3f} | {r['step_time_s']:.3f} |")
   return "\n".join(lines)
@@ -114,8 +94,7 @@ def main(argv):
   rows = []
   with tempfile.TemporaryDirectory() as tmp:
     for name in (n for n in FAMILIES if n in _ONLY.value):
-      rows.append(run(name, _WORKDIR.value or tmp))
-      rows[-1]["load_after"] = os.getloadavg()  # the machine is shared: context for timings
+      rows.append(run(name, _WORKDIR.value or tmp))  # with its load average: context
       if _OUT.value:  # after every family, so a long run that is stopped keeps its rows
         with open(_OUT.value, "w") as f:
           json.dump({"rows": rows, "machine": platform.platform(), "cpus": os.cpu_count(),

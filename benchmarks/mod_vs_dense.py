@@ -33,8 +33,7 @@ sys.path.insert(0, ROOT)  # `configs` imports `configs.base`
 from configs import dense, mod  # noqa: E402
 from zoo import accounting  # noqa: E402
 from zoo import config as config_lib  # noqa: E402
-from zoo.training import train  # noqa: E402
-from short_runs import short_config, step_times  # noqa: E402
+from short_runs import short_config, timed_run  # noqa: E402
 
 _STEPS = flags.DEFINE_integer("steps", 60, "Dense train steps; MoD gets steps / FLOP ratio.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Sequences per step.")
@@ -54,17 +53,7 @@ def make_config(module, steps: int) -> config_lib.Config:
 def run(name: str, cfg: config_lib.Config) -> dict:
   workdir = os.path.join(_WORKDIR.value, name)
   shutil.rmtree(workdir, ignore_errors=True)  # a fresh run, not a resume
-  start = time.perf_counter()
-  last = train(cfg, workdir, echo=lambda line: print(f"[{name}] {line}", flush=True))
-  times = step_times(workdir)
-  flops = accounting.count_flops(cfg)
-  return {"name": name, "steps": cfg.steps, "eval_loss": last.get("eval_loss"),
-          "train_loss": last.get("loss"),
-          "step_time_s": statistics.median(times[1:] or times),  # first interval warms up
-          "train_flops_per_token": flops.train_per_token,
-          "train_flops_total": flops.train_per_step * cfg.steps,
-          "params": accounting.count_params(cfg.model).total,
-          "wall_s": time.perf_counter() - start, "load_after": os.getloadavg()}
+  return timed_run(name, cfg, workdir)[1]
 
 
 def interleaved_step_times(cfgs: list[config_lib.Config], steps: int) -> list[float]:
@@ -117,7 +106,7 @@ def main(argv):
   print("| model | steps | params | train MFLOP/token | run TFLOP | val loss | step s |")
   print("|---|---|---|---|---|---|---|")
   for r in rows:
-    print(f"| {r['name']} | {r['steps']} | {r['params'] / 1e6:.2f}M | "
+    print(f"| {r['run']} | {r['steps']} | {r['total_params'] / 1e6:.2f}M | "
           f"{r['train_flops_per_token'] / 1e6:.2f} | {r['train_flops_total'] / 1e12:.3f} | "
           f"{r['eval_loss']:.4f} | {r['step_time_s']:.3f} |")
   print(f"step-time ratio MoD/dense {summary['step_time_ratio']:.3f} (in training), "

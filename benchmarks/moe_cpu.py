@@ -23,10 +23,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
-import time
 
 from absl import app, flags, logging
 
@@ -34,10 +32,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)  # `configs` imports `configs.base`
 
 from configs import dense, mode, moe  # noqa: E402
-from zoo import accounting  # noqa: E402
 from zoo import config as config_lib  # noqa: E402
-from zoo.training import train  # noqa: E402
-from short_runs import short_config, step_times  # noqa: E402
+from short_runs import short_config, timed_run  # noqa: E402
 
 RUNS = {  # name: (config module, preset, ConfigDict overrides (dotted field, value))
     "dense": (dense, "tiny", ()),
@@ -71,20 +67,9 @@ def make_config(name: str) -> config_lib.Config:
 
 
 def run(name: str, root: str) -> dict:
-  cfg = make_config(name)
-  params = accounting.count_params(cfg.model)
-  flops = accounting.count_flops(cfg)
-  workdir = os.path.join(root, name)
-  start = time.perf_counter()
-  last = train(cfg, workdir, echo=lambda line: print(f"[{name}] {line}", flush=True))
-  times = step_times(workdir)
-  return {"run": name, "total_params": params.total, "active_params": params.active_per_token,
-          "train_flops_per_token": flops.train_per_token, "eval_loss": last.get("eval_loss"),
-          "train_loss": last.get("loss"),
-          "step_time_s": statistics.median(times[1:] or times),  # the first interval warms up
-          "wall_s": time.perf_counter() - start, "load_after": os.getloadavg(),
-          "routing_stats": {k: v for k, v in last.items()
-                            if "/moe/" in k or "aux_loss" in k or "routed_fraction" in k}}
+  last, row = timed_run(name, make_config(name), os.path.join(root, name))
+  return {**row, "routing_stats": {k: v for k, v in last.items()
+                                   if "/moe/" in k or "aux_loss" in k or "routed_fraction" in k}}
 
 
 def table(rows: list[dict]) -> str:

@@ -1,13 +1,18 @@
-"""Shared by the CPU family benchmarks: a config shortened for a quick run, and step times."""
+"""Shared by the CPU family benchmarks: a config shortened for a quick run, training it with
+its step times, and the common fields of a result row."""
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
+import time
 
 import ml_collections
 
+from zoo import accounting
 from zoo import config as config_lib
+from zoo.training import train
 
 
 def short_config(c: ml_collections.ConfigDict, *, steps: int, batch_size: int, seq_len: int,
@@ -33,3 +38,20 @@ def step_times(workdir: str) -> list[float]:
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f if line.strip()]
   return [r["step_time_s"] for r in records if "step_time_s" in r]
+
+
+def timed_run(name: str, cfg: config_lib.Config, workdir: str) -> tuple[dict, dict]:
+  """Trains `cfg` in `workdir` through `zoo.training.train`; returns (the last metrics, a
+  row of the fields every benchmark reports: parameters, FLOPs, losses, median step time)."""
+  start = time.perf_counter()
+  last = train(cfg, workdir, echo=lambda line: print(f"[{name}] {line}", flush=True))
+  times = step_times(workdir)
+  params, flops = accounting.count_params(cfg.model), accounting.count_flops(cfg)
+  row = {"run": name, "steps": cfg.steps, "tokens_per_step": cfg.batch_size * cfg.seq_len,
+         "total_params": params.total, "active_params": params.active_per_token,
+         "train_flops_per_token": flops.train_per_token,
+         "train_flops_total": flops.train_per_step * cfg.steps,
+         "eval_loss": last.get("eval_loss"), "train_loss": last.get("loss"),
+         "step_time_s": statistics.median(times[1:] or times),  # the first interval warms up
+         "wall_s": time.perf_counter() - start, "load_after": os.getloadavg()}
+  return last, row

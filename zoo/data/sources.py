@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import tensorflow_datasets as tfds
 
@@ -35,6 +36,23 @@ class Corpus:
   def text(self, record: dict) -> str:
     value = record[self.text_feature]
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+
+  def train_sample(self, chars: int) -> Iterator[str]:
+    """Texts of train documents evenly spread over the split, about `chars` characters in
+    all (the count of documents is estimated from 64 probed ones); every document if the
+    split is smaller."""
+    n = len(self.train)
+    if n == 0:
+      return
+    probe = [len(self.text(self.train[i])) for i in spread(n, min(n, 64))]
+    mean_chars = max(1.0, sum(probe) / len(probe))
+    for i in spread(n, min(n, math.ceil(chars / mean_chars))):
+      yield self.text(self.train[i])
+
+
+def spread(n: int, k: int) -> list[int]:
+  """k indices evenly spread over range(n)."""
+  return sorted({i * n // k for i in range(k)})
 
 
 class ZooText(tfds.core.GeneratorBasedBuilder, skip_registration=True):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 import os
 
 import numpy as np
@@ -21,7 +20,7 @@ import numpy as np
 from zoo.config import DataConfig
 from zoo.data.cache import cache_root, digest, publish_file
 from zoo.data.sources import Corpus, load_corpus
-from zoo.data.tokenizer import Tokenizer, spread
+from zoo.data.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +30,9 @@ MAX_CHARS = 100_000_000  # ~25M tokens of English: frequencies well past what ba
 def count_corpus(corpus: Corpus, tokenizer: Tokenizer, vocab_size: int,
                  max_chars: int = MAX_CHARS) -> np.ndarray:
   """int64 [vocab_size] counts over the train split's documents (or an even spread of them)."""
-  source = corpus.train
-  n = len(source)
   counts = np.zeros(vocab_size, np.int64)
-  if n == 0:
-    return counts
-  probe = [len(corpus.text(source[i])) for i in spread(n, min(n, 64))]
-  mean_chars = max(1.0, sum(probe) / len(probe))
   chars = 0
-  for i in spread(n, min(n, math.ceil(max_chars / mean_chars))):
-    text = corpus.text(source[i])
+  for text in corpus.train_sample(max_chars):
     ids = [tokenizer.bos_id, *tokenizer.encode(text), tokenizer.eos_id]
     counts += np.bincount(np.asarray(ids, np.int64), minlength=vocab_size)[:vocab_size]
     chars += len(text)

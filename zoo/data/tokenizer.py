@@ -130,14 +130,10 @@ def train_model(lines: Iterator[str], vocab_size: int) -> bytes:
 
 def _sample_lines(corpus: Corpus, budget: int) -> Iterator[str]:
   """About `budget` chars of non-blank lines, evenly spread over the train split."""
-  source = corpus.train
-  n = len(source)
-  if n == 0:
-    return
-  probe = [corpus.text(source[i]) for i in spread(n, min(n, 64))]
-  mean_chars = max(1.0, sum(map(len, probe)) / len(probe))
   # Read up to 4x the budget of whole documents, then keep every stride-th line of them.
-  docs = [corpus.text(source[i]) for i in spread(n, min(n, math.ceil(4 * budget / mean_chars)))]
+  docs = list(corpus.train_sample(4 * budget))
+  if not docs:
+    return
   stride = max(1, math.ceil(sum(map(len, docs)) / budget))
   k = 0
   for text in docs:
@@ -148,8 +144,3 @@ def _sample_lines(corpus: Corpus, budget: int) -> Iterator[str]:
       if k % stride == 0:
         for start in range(0, len(line), MAX_LINE_CHARS):
           yield line[start:start + MAX_LINE_CHARS]
-
-
-def spread(n: int, k: int) -> list[int]:
-  """k indices evenly spread over range(n)."""
-  return sorted({i * n // k for i in range(k)})

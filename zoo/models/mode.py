@@ -49,8 +49,6 @@ def staged_mode_train_flops(cfg: ModelConfig, seq_len: int) -> float:
   return routed_block_flops(cfg, seq_len, "moe", train=True)
 
 
-@accounting.register_inactive("mode_staged")
-def staged_mode_inactive_params(cfg: ModelConfig) -> float:
-  """The experts a kept token does not use (as in block "moe"); routing does not change
-  which parameters a processed token touches."""
-  return moe_inactive_params(cfg)
+# The experts a kept token does not use, as in block "moe": routing around the block does not
+# change which parameters a processed token touches.
+accounting.register_inactive("mode_staged")(moe_inactive_params)

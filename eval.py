@@ -3,11 +3,12 @@
   python eval.py --workdir DIR [--step N] [--split validation] [--num_batches 50]
   python eval.py --workdir DIR --data.source=local_text --data.path=notes.txt
   python eval.py --workdir DIR --sample "def fibonacci(" [--temperature 0.8 --top_k 40]
-  python eval.py --workdir DIR --routing_map   # MoD runs: also DIR/routing_map.png
+  python eval.py --workdir DIR --figures   # the families' figures, e.g. DIR/routing_map.png
 
 Restores onto whatever devices exist, reports loss, perplexity and bits per byte on the
-split (MoD runs: also routing statistics, e.g. "mod_predictor_accuracy", the sampling
-predictor's agreement with the top-k decisions) and writes them to DIR/eval.json.
+split, plus what the run's families report (Mixture-of-Depths: "mod_predictor_accuracy", the
+sampling predictor's agreement with the top-k decisions, ...), and writes them to
+DIR/eval.json.
 --data.FIELD overrides evaluate on other data (the run's tokenizer is always used).
 """
 
@@ -29,8 +30,8 @@ _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 64, "Tokens to sample.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
 _TOP_K = flags.DEFINE_integer("top_k", 0, "Sample among the k most likely (0: all).")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
-_ROUTING_MAP = flags.DEFINE_bool(
-    "routing_map", False, "MoD runs: write DIR/routing_map.png (tokens x layers routed).")
+_FIGURES = flags.DEFINE_bool(
+    "figures", False, "Also draw the run's figures into DIR (e.g. a routing map).")
 _DATA = {f.name: flags.DEFINE_string(f"data.{f.name}", None, f"Override data.{f.name}.")
          for f in dataclasses.fields(DataConfig) if f.name not in ("tokenizer", "eval_split")}
 flags.mark_flag_as_required("workdir")
@@ -39,7 +40,7 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from zoo import checkpoint, evaluation, routing
+  from zoo import checkpoint, evaluation
 
   types = {f.name: f.type for f in dataclasses.fields(DataConfig)}
   overrides = {name: int(flag.value) if types[name] == "int" else flag.value
@@ -54,9 +55,9 @@ def main(argv):
       print(_SAMPLE.value + text)
       return
     result = evaluation.evaluate(run, num_batches=_NUM_BATCHES.value)
-    result.update(routing.statistics(run, num_batches=_NUM_BATCHES.value))  # {}: no MoD
-    if _ROUTING_MAP.value:
-      routing.write_routing_map(run, os.path.join(_WORKDIR.value, "routing_map.png"))
+    result.update(evaluation.family_statistics(run, num_batches=_NUM_BATCHES.value))
+    if _FIGURES.value:
+      result["figures"] = evaluation.family_figures(run, _WORKDIR.value)
   except (ConfigError, checkpoint.CheckpointError) as e:
     sys.exit(f"error: {e}")
   with open(os.path.join(_WORKDIR.value, "eval.json"), "w") as f:

@@ -67,7 +67,7 @@ def run(name: str, root: str) -> dict:
   params = accounting.count_params(cfg.model)
   return {**row, "trainable_non_embedding": params.trainable_non_embedding,
           "embedding": params.embedding, "frozen": params.frozen,
-          "structured": params.structured, "emulated_dense": params.emulated_dense}
+          "structured": params.structured_params, "emulated_dense": params.emulated_dense}
 
 
 def table(rows: list[dict]) -> str:

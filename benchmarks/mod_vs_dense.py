@@ -2,7 +2,7 @@
 
 Trains configs/dense.py:tiny for `--steps` steps and configs/mod.py:tiny (the same model
 with every other block routed at 12.5% capacity) for steps / r steps, r = MoD training FLOPs
-per token / dense (zoo.accounting.against_dense), so both spend the same training FLOPs, on
+per token / dense (zoo.accounting.against), so both spend the same training FLOPs, on
 the offline default data through `zoo.training.train`. Prints validation losses, median step
 times, the measured step-time ratio MoD / dense beside the analytic FLOP ratio r, and writes
 the numbers as JSON. Leaves the MoD workdir for `eval.py --routing_map`. Step times inside
@@ -86,7 +86,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   dense_cfg = make_config(dense, _STEPS.value)
-  ratio = accounting.against_dense(make_config(mod, _STEPS.value))
+  ratio = accounting.against(make_config(mod, _STEPS.value), ("dense",))
   mod_steps = round(_STEPS.value / ratio["train_ratio"])  # equal training FLOPs
   load_before = os.getloadavg()
   rows = [run("dense_tiny", dense_cfg), run("mod_tiny", make_config(mod, mod_steps))]

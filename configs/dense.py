@@ -29,11 +29,7 @@ SIZES = ("tiny",) + tuple(TABLE1)
 def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """About 5M parameters; trains on a 2-core CPU in minutes (see README)."""
   c.steps = 300
-  c.batch_size = 16
-  c.seq_len = 256
-  c.log_every = 10
   c.eval_every = 100
-  c.eval_batches = 8
   c.checkpoint_every = 100
   c.model.update(num_layers=4, d_model=256, num_heads=4)
   c.optimizer.update(lr=3e-3, warmup_steps=30)
@@ -51,8 +47,8 @@ def table1(c: ml_collections.ConfigDict, size: str) -> ml_collections.ConfigDict
   c.checkpoint_every = 2000
   c.model.update(num_layers=layers, d_model=width, num_heads=heads, dropout=0.1,
                  compute_dtype="bfloat16", scan_layers=True)
-  c.optimizer.update(name="adam", lr=lr, warmup_steps=409_600_000 // (80 * 1024),
-                     b1=0.9, b2=0.999, weight_decay=0.0, grad_clip=1.0, min_lr_ratio=0.0)
+  c.optimizer.update(name="adam", lr=lr, warmup_steps=409_600_000 // (80 * 1024), b2=0.999,
+                     min_lr_ratio=0.0)
   c.data.vocab_size = 32_768
   return c
 

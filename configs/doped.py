@@ -37,5 +37,4 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c = dense.get_config(size)
     c.model.num_layers = layers
   c.model.pattern = ("dense", "frozen_mlp")
-  c.model.doped.frozen_hidden_mult = 6
   return c

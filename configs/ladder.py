@@ -24,5 +24,4 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/ladder.py:{arg}: unknown size; allowed {list(SIZES)}")
   c = dense.get_config(arg)
   c.model.stack = "ladder"
-  c.model.ladder.ladder_size = 2
   return c

@@ -29,5 +29,4 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     raise ValueError(f"configs/mod.py:{arg}: unknown size; allowed {list(SIZES)}")
   c = dense.get_config(arg)
   c.model.pattern = ("dense", "mod")
-  c.model.mod.capacity = 0.125
   return c

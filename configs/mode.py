@@ -37,7 +37,6 @@ def get_config(arg: str = "integrated_tiny") -> ml_collections.ConfigDict:
   c = moe.get_config(f"switch_{size}")
   if variant == "staged":
     c.model.pattern = ("dense", "mode_staged")
-    c.model.mod.capacity = 0.125
   else:
     c.model.moe.noop_experts = c.model.moe.num_experts
   return c

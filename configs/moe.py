@@ -36,16 +36,15 @@ def _moe(c: ml_collections.ConfigDict, router: str, tiny: bool) -> None:
   moe = c.model.moe
   c.model.pattern = ("dense", "moe")
   if router == "switch":
-    moe.update(router="switch", num_experts=experts, top_k=1, capacity_factor=1.25)
+    moe.update(num_experts=experts)
   elif router == "topk":
-    moe.update(router="topk", num_experts=experts, top_k=2, capacity_factor=1.25)
+    moe.update(router="topk", num_experts=experts, top_k=2)
   elif router == "expert_choice":
-    moe.update(router="expert_choice", num_experts=experts, top_k=1, capacity_factor=2.0)
+    moe.update(router="expert_choice", num_experts=experts, capacity_factor=2.0)
   elif router == "base":
-    moe.update(router="base", num_experts=experts, top_k=1, capacity_factor=1.0)
+    moe.update(router="base", num_experts=experts, capacity_factor=1.0)
   elif router == "hash":
-    moe.update(router="hash", num_experts=16 if tiny else 64, top_k=1, capacity_factor=0.0,
-               hash_kind="random")
+    moe.update(router="hash", num_experts=16 if tiny else 64, capacity_factor=0.0)
     layers = c.model.num_layers
     c.model.pattern = tuple("moe" if i == layers // 2 else "dense" for i in range(layers))
   elif router == "fine_grained":

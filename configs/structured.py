@@ -33,5 +33,4 @@ def get_config(arg: str = "tiny") -> ml_collections.ConfigDict:
     c.optimizer.lr = 5e-4
     variant = arg
   c.model.pattern = (variant,)
-  c.model.structured.num_blocks = 4
   return c

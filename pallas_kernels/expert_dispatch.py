@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 
 import jax
 import jax.numpy as jnp
@@ -53,12 +52,6 @@ class DispatchInfo:
   def dropped_fraction(self) -> jax.Array:
     """Fraction of token-choice assignments that found their expert full."""
     return jnp.mean((self.slot_TK < 0).astype(jnp.float32))
-
-
-def capacity_per_expert(num_tokens: int, num_experts: int, capacity_factor: float,
-                        k: int = 1) -> int:
-  """Slots per expert: ``ceil(capacity_factor * k * T / E)``, at least 1."""
-  return max(1, math.ceil(capacity_factor * k * num_tokens / num_experts))
 
 
 def route_token_choice(expert_idx_TK: jax.Array, gate_TK: jax.Array, num_experts: int,
@@ -228,7 +221,7 @@ def dispatch(x_TD: jax.Array, expert_idx_TK: jax.Array, gate_TK: jax.Array, num_
     x_TD: tokens of one routing group (shard groups with ``jax.shard_map``).
     expert_idx_TK: int chosen experts, rank 0 first.
     gate_TK: gate weights, differentiable (through ``combine``).
-    num_experts, capacity: E and C (see ``capacity_per_expert``).
+    num_experts, capacity: E and C (slots per expert: the router's capacity rule).
     backend: "xla", "pallas_tpu", "pallas_interpret", or None to pick by platform.
   """
   info = route_token_choice(expert_idx_TK, gate_TK, num_experts, capacity)

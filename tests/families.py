@@ -27,6 +27,18 @@ def train(cfg, batches):
   return state, losses, trainer
 
 
+def loss_and_grads_on(cfg, devices):
+  """LM loss and gradients of one fixed batch, with the state sharded over `devices`."""
+  mesh = sharding.make_mesh(cfg.mesh, devices)
+  trainer, state, shardings = step_lib.create(cfg, mesh)
+  batch = sharding.global_batch(random_batch(cfg, seed=7), mesh)
+  with sharding.activate(mesh):
+    fn = jax.jit(lambda s, b: step_lib.loss_and_grads(trainer, s, b)[:2],
+                 in_shardings=(shardings, sharding.batch_sharding(mesh)))
+    loss, grads = fn(state, batch)
+  return state, jax.device_get(loss), jax.device_get(nnx.to_pure_dict(grads))
+
+
 def learns_on_a_repeated_batch(model_cfg, steps: int = 30):
   cfg = tiny_config(model=model_cfg, steps=steps)
   _, losses, _ = train(cfg, [random_batch(cfg)] * steps)

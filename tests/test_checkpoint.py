@@ -1,6 +1,7 @@
 """Checkpoints: restore on other meshes, bad checkpoints, process counts, no pickle."""
 
 import dataclasses
+import json
 import os
 import pickle
 import shutil
@@ -9,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from zoo import checkpoint, sharding
+from zoo import checkpoint, config, sharding
 from zoo.config import MeshConfig
 from zoo.training import step as step_lib
 from zoo.testing import random_batch, tiny_config, tiny_model
@@ -140,3 +141,27 @@ def test_data_state_from_another_process_count_is_refused(tmp_path):
   (tmp_path / "7" / "data" / "process_0-of-2.json").write_text("{}")
   with pytest.raises(checkpoint.CheckpointMismatch, match="saved by 2 processes"):
     checkpoint._check_process_count(str(tmp_path), 7, data_iter=object())
+
+
+def test_a_checkpoint_written_before_the_family_registry_still_restores():
+  """tests/testdata/layout1_checkpoint was written by commit 70aefaa (config groups in
+  zoo/config, `model.param_dtype`): it restores, passes the compatibility check and gives
+  the same validation loss."""
+  root = os.path.join(os.path.dirname(__file__), "testdata", "layout1_checkpoint")
+  with open(os.path.join(root, "expected.json")) as f:
+    expected = json.load(f)
+  cfg = config.from_saved(expected["config"])
+  mesh = sharding.make_mesh(cfg.mesh, jax.devices()[:1])
+  trainer, state, shardings = step_lib.create(cfg, mesh)
+  ckpt = checkpoint.Checkpointer(os.path.join(root, "checkpoints"), keep=1)
+  try:
+    checkpoint.check_compatible(ckpt.read_meta(3), cfg, "no-tokenizer", "layout 1")
+    state = ckpt.restore(3, state)
+  finally:
+    ckpt.close()
+  _, eval_fn = step_lib.jit_steps(trainer, shardings, mesh)
+  batch = dict(np.load(os.path.join(root, "batch.npz")))
+  with sharding.activate(mesh):
+    loss_sum, tokens = eval_fn(state, sharding.global_batch(batch, mesh))
+  assert float(tokens) == expected["eval_tokens"]
+  np.testing.assert_allclose(float(loss_sum), expected["eval_loss_sum"], rtol=1e-6)

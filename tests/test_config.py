@@ -6,8 +6,9 @@ import pytest
 
 from configs import base, dense
 from zoo import config as config_lib
+from zoo import registry
 from zoo.config import ConfigError
-from zoo.testing import tiny_config
+from zoo.testing import tiny_config, tiny_model
 
 
 def test_every_dense_preset_parses_and_validates():
@@ -72,3 +73,41 @@ def test_bad_values_name_the_field(change, devices, field):
 def test_mesh_fill():
   sizes = config_lib.validate_mesh(config_lib.MeshConfig(data=2, fsdp=-1, tensor=2), 8)
   assert sizes == {"data": 2, "fsdp": 2, "tensor": 2, "expert": 1}
+
+
+def test_misspelled_field_suggests_the_nearest_name():
+  c = base.get_config().to_dict()
+  c["model"]["moe"]["num_expert"] = 16
+  with pytest.raises(ConfigError, match=r"config\.model\.moe\.num_expert=.*'num_experts'"):
+    config_lib.from_configdict(c)
+
+
+@pytest.mark.parametrize("value", ["dense,mod", ("dense,mod",), ["dense", "mod"], "(dense,mod)"])
+def test_a_pattern_can_be_typed_plainly(value):
+  c = base.get_config().to_dict()
+  c["model"]["pattern"] = value
+  assert config_lib.from_configdict(c).model.pattern == ("dense", "mod")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_floats_are_refused(value):
+  c = base.get_config().to_dict()
+  c["optimizer"]["lr"] = value
+  with pytest.raises(ConfigError, match=r"config\.optimizer\.lr=.*finite"):
+    config_lib.from_configdict(c)
+
+
+def test_defaults_are_written_once_in_the_dataclasses():
+  """The ConfigDict presets start from is the typed config's defaults, every family's
+  option group included, and parses back to them."""
+  default = config_lib.Config()
+  default = dataclasses.replace(default, model=dataclasses.replace(
+      default.model, vocab_size=default.data.vocab_size))
+  assert config_lib.from_configdict(base.get_config()) == default
+  assert set(base.get_config().model) >= set(registry.option_groups())
+
+
+def test_unknown_block_kind_lists_the_registered_ones():
+  cfg = tiny_config(model=tiny_model(pattern=("dense", "moee")))
+  with pytest.raises(ConfigError, match=r"config\.model\.pattern='moee'.*'moe'"):
+    config_lib.validate(cfg, 1)

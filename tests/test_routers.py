@@ -11,10 +11,10 @@ import pytest
 from flax import nnx
 from scipy.optimize import linear_sum_assignment
 
-from zoo.config import MoeConfig
+from zoo.families.mixture_of_experts import MoeConfig
 from zoo.models import hashing
 from zoo.models.assignment import balanced_assignment
-from zoo.models.moe import MoeMLP
+from zoo.families.mixture_of_experts import MoeMLP
 from zoo.models.parts import Context
 from zoo.models.routers import load_balance_loss
 from zoo.testing import tiny_model
@@ -216,11 +216,11 @@ def test_balanced_hash_evens_the_load():
 
 
 def test_hash_maps_are_deterministic_across_processes():
-  code = ("import numpy as np; from zoo.models import hashing; from zoo.config import MoeConfig;"
-          "print(hashing.token_table(MoeConfig(router='hash', num_experts=64, hash_kind='{k}'),"
+  code = ("import numpy as np; from zoo.models import hashing;"
+          "print(hashing.token_table('{k}', '', 64, 0,"
           " 1000).tobytes().hex())")
   for kind in ("random", "balanced"):
-    here = hashing.token_table(MoeConfig(router="hash", num_experts=64, hash_kind=kind), 1000)
+    here = hashing.token_table(kind, "", 64, 0, 1000)
     out = subprocess.run([sys.executable, "-c", code.format(k=kind)], capture_output=True,
                          text=True, check=True, env={"JAX_PLATFORMS": "cpu"})
     assert bytes.fromhex(out.stdout.strip()) == here.tobytes()

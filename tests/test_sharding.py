@@ -3,28 +3,21 @@
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from tests.families import loss_and_grads_on
 from zoo import sharding
 from zoo.config import MeshConfig
 from zoo.training import step as step_lib
-from zoo.testing import random_batch, tiny_config, tiny_model
+from zoo.testing import tiny_config, tiny_model
 
 MODEL = tiny_model(num_layers=2, d_model=32, num_heads=4, d_ff=64, vocab_size=64,
                    tie_embeddings=False)
 
 
 def _loss_and_grads(mesh_cfg: MeshConfig, devices):
-  cfg = tiny_config(model=MODEL, mesh=mesh_cfg, batch_size=16, seq_len=16)
-  mesh = sharding.make_mesh(cfg.mesh, devices)
-  trainer, state, shardings = step_lib.create(cfg, mesh)
-  batch = sharding.global_batch(random_batch(cfg, seed=7), mesh)
-  with sharding.activate(mesh):
-    fn = jax.jit(lambda s, b: step_lib.loss_and_grads(trainer, s, b)[:2],
-                 in_shardings=(shardings, sharding.batch_sharding(mesh)))
-    loss, grads = fn(state, batch)
-  return state, jax.device_get(loss), jax.device_get(nnx.to_pure_dict(grads))
+  return loss_and_grads_on(tiny_config(model=MODEL, mesh=mesh_cfg, batch_size=16, seq_len=16),
+                           devices)
 
 
 @pytest.fixture(scope="module")

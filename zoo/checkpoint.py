@@ -23,12 +23,13 @@ import grain
 import jax
 import orbax.checkpoint as ocp
 
-from zoo.config import Config, ModelConfig
+from zoo import registry
+from zoo.config import Config, ModelConfig, to_dict
 
 LAYOUT_VERSION = 1
-# Model fields that may differ between the run that saved and the one that restores (the
-# hash map's counts file: the map itself is saved with the model).
-FREE_MODEL_FIELDS = ("dropout", "remat", "compute_dtype", "moe.hash_frequencies")
+# Model fields that may differ between the run that saved and the one that restores; the
+# families add theirs (`local_fields`, e.g. a file the saved weights were built from).
+FREE_MODEL_FIELDS = ("dropout", "remat", "compute_dtype")
 LIBRARIES = ("jax", "flax", "optax", "orbax-checkpoint", "grain", "sentencepiece")
 
 
@@ -43,7 +44,7 @@ class CheckpointMismatch(CheckpointError):
 def metadata(cfg: Config, tokenizer_fingerprint: str) -> dict:
   return {
       "layout_version": LAYOUT_VERSION,
-      "config": dataclasses.asdict(cfg),
+      "config": to_dict(cfg),
       "tokenizer_fingerprint": tokenizer_fingerprint,
       "versions": {"python": platform.python_version(),
                    **{name: importlib.metadata.version(name) for name in LIBRARIES}},
@@ -56,15 +57,14 @@ def check_compatible(meta: dict, cfg: Config, tokenizer_fingerprint: str | None,
     raise CheckpointMismatch(
         f"{where}: layout version {meta.get('layout_version')}, this code reads {LAYOUT_VERSION}")
   saved = _flat(meta["config"]["model"])
-  current = _flat(dataclasses.asdict(cfg.model))
+  current = _flat(to_dict(cfg.model))
   # A field added after the checkpoint was written compares as its default.
-  defaults = _flat(dataclasses.asdict(dataclasses.replace(ModelConfig(), vocab_size=0)))
+  defaults = _flat(to_dict(dataclasses.replace(ModelConfig(), vocab_size=0)))
+  free = FREE_MODEL_FIELDS + tuple(f for fam in registry.families() for f in fam.local_fields)
   for name, value in current.items():
-    if name in FREE_MODEL_FIELDS:
+    if name in free:
       continue
     old = saved.get(name, defaults[name])
-    if isinstance(value, tuple):
-      old = tuple(old) if isinstance(old, list) else old
     if old != value:
       raise CheckpointMismatch(
           f"{where} was written with model.{name}={old!r}; this run has model.{name}={value!r}")

@@ -20,7 +20,7 @@ import numpy as np
 import sentencepiece as spm
 from flax import nnx
 
-from zoo import checkpoint, data, sharding
+from zoo import checkpoint, data, registry, sharding
 from zoo import config as config_lib
 from zoo.config import Config, ConfigError
 from zoo.training import step as step_lib
@@ -29,6 +29,8 @@ from zoo.training.loop import TOKENIZER_FILE
 
 @dataclasses.dataclass
 class Run:
+  """A restored checkpoint: what the families' statistics and figures hooks receive."""
+
   cfg: Config
   step: int
   mesh: jax.sharding.Mesh
@@ -36,9 +38,16 @@ class Run:
   state: step_lib.TrainState
   tokenizer: data.Tokenizer
   eval_fn: object
+  workdir: str = ""
 
   def model(self) -> nnx.Module:
     return self.trainer.model(self.state)
+
+  def eval_batches(self, num_batches: int):
+    """The first `num_batches` validation batches (host arrays), the same on every call."""
+    cfg = self.cfg
+    return data.make_eval_iterator(cfg.data, self.tokenizer, seq_len=cfg.seq_len,
+                                   global_batch_size=cfg.batch_size, num_batches=num_batches)
 
 
 def load_config(workdir: str, data_overrides: dict | None = None, **overrides) -> Config:
@@ -50,16 +59,19 @@ def load_config(workdir: str, data_overrides: dict | None = None, **overrides) -
     raw = json.load(f)
   raw["data"].update(data_overrides or {})
   raw["data"]["tokenizer"] = os.path.join(workdir, TOKENIZER_FILE)
-  # A balanced hash's map is restored from the checkpoint; its counts file (in the training
-  # machine's data cache) need not exist here.
-  raw["model"].get("moe", {})["hash_frequencies"] = ""
+  # Files on the training machine that the saved weights were built from (a balanced hash's
+  # counts): the checkpoint holds what came of them, so they need not exist here.
+  for family in registry.families():
+    for field in family.local_fields:
+      group, name = field.split(".")
+      raw["model"].get(group, {}).pop(name, None)
   # Whatever devices exist, all on the data axis; the batch rounded up to fill them.
   raw["mesh"] = {"data": -1, "fsdp": 1, "tensor": 1, "expert": 1}
   devices = jax.device_count()
   raw["batch_size"] = -(-raw["batch_size"] // devices) * devices
   raw["grad_accum_steps"] = 1
   raw.update(overrides)
-  return config_lib.from_configdict(raw)
+  return config_lib.from_saved(raw)
 
 
 def load_run(workdir: str, *, step: int | None = None, data_overrides: dict | None = None,
@@ -87,7 +99,25 @@ def load_run(workdir: str, *, step: int | None = None, data_overrides: dict | No
   finally:
     ckpt.close()
   _, eval_fn = step_lib.jit_steps(trainer, shardings, mesh)
-  return Run(cfg, step, mesh, trainer, state, tokenizer, eval_fn)
+  return Run(cfg, step, mesh, trainer, state, tokenizer, eval_fn, workdir)
+
+
+def family_statistics(run: Run, *, num_batches: int | None = None) -> dict:
+  """What each family reports for a run (e.g. Mixture-of-Depths routing accuracy)."""
+  result = {}
+  for family in registry.families():
+    if family.statistics is not None:
+      result.update(family.statistics(run, num_batches or run.cfg.eval_batches))
+  return result
+
+
+def family_figures(run: Run, directory: str) -> list[str]:
+  """Every figure the families draw for this run, as PNG files in `directory`."""
+  paths = []
+  for family in registry.families():
+    if family.figures is not None:
+      paths += family.figures(run, directory)
+  return paths
 
 
 def token_bytes(tokenizer: data.Tokenizer) -> np.ndarray:
@@ -133,7 +163,7 @@ def sample(model: nnx.Module, tokenizer: data.Tokenizer, prompt: str, *,
   """
   ids = [tokenizer.bos_id] + tokenizer.encode(prompt)
   total = len(ids) + max_new_tokens
-  if getattr(model.stack, "kv_cache", True):
+  if registry.stack(model.cfg.stack).kv_cache:
     model.init_cache(1, total)
     step = _cached_step(model)
   else:

@@ -1,37 +1,49 @@
-"""A dependency-free PNG writer (matplotlib is optional), for images such as routing maps."""
+"""Figures the library draws (matplotlib, Agg backend: no display needed), saved as PNG.
+
+Each function returns the figure, so a notebook shows it and eval.py saves it; families call
+these from their `figures` hook.
+"""
 
 from __future__ import annotations
 
-import os
-import struct
-import zlib
+import matplotlib
 
-import numpy as np
+matplotlib.use("Agg")
+from matplotlib import colors, patches  # noqa: E402
+from matplotlib import pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
-
-def _chunk(tag: bytes, data: bytes) -> bytes:
-  return (struct.pack(">I", len(data)) + tag + data
-          + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
+PROCESSED, SKIPPED, EVERY_TOKEN, PADDING = "#5e3c99", "#ebe4f0", "#aaaaaa", "#ffffff"
 
 
-def png_bytes(image_HWC: np.ndarray) -> bytes:
-  """An 8-bit RGB (C=3) or grey (2-D) image as PNG bytes (filter 0 on every row)."""
-  image = np.asarray(image_HWC, np.uint8)
-  if image.ndim == 2:
-    color_type = 0
-  elif image.ndim == 3 and image.shape[2] == 3:
-    color_type = 2
-  else:
-    raise ValueError(f"expected [H, W] or [H, W, 3] uint8, got {image.shape}")
-  height, width = image.shape[:2]
-  rows = image.reshape(height, -1)
-  raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1).tobytes()
-  header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-  return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
-          + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b""))
+def routing_map(grid_LT: np.ndarray, token_text: list[str], real_T: np.ndarray,
+                path: str | None = None, *, title: str = "routing") -> plt.Figure:
+  """Which tokens (x, their text below) each layer (y, layer 0 at the bottom) processed.
 
-
-def write_png(path: str, image_HWC: np.ndarray) -> None:
-  with open(path + ".tmp", "wb") as f:
-    f.write(png_bytes(image_HWC))
-  os.replace(path + ".tmp", path)
+  grid_LT: 1 processed by a routed layer, 0 routed around it, nan a layer that processes
+  every token. real_T: False for padding positions.
+  """
+  layers, tokens = grid_LT.shape
+  codes = np.where(np.isnan(grid_LT), 2, grid_LT).astype(int)
+  codes[:, ~np.asarray(real_T, bool)] = 3
+  cmap = colors.ListedColormap([SKIPPED, PROCESSED, EVERY_TOKEN, PADDING])
+  fig, ax = plt.subplots(figsize=(max(6.0, 0.18 * tokens + 1.5), 0.35 * layers + 2.2))
+  ax.imshow(codes, cmap=cmap, vmin=-0.5, vmax=3.5, origin="lower", aspect="auto",
+            interpolation="nearest")
+  ax.set_xticks(range(tokens))
+  ax.set_xticklabels([repr(t)[1:-1] or " " for t in token_text], rotation=90, fontsize=7,
+                     family="monospace")
+  ax.set_yticks(range(layers))
+  ax.set_ylabel("layer")
+  ax.set_xlabel("token (validation text)")
+  ax.set_title(title)
+  legend = [patches.Patch(color=PROCESSED, label="processed (routed layer)"),
+            patches.Patch(color=SKIPPED, label="routed around"),
+            patches.Patch(color=EVERY_TOKEN, label="layer processes every token")]
+  ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3,
+            fontsize=8, frameon=False)
+  fig.tight_layout()
+  if path:
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+  return fig

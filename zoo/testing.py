@@ -6,6 +6,8 @@ import dataclasses
 
 import numpy as np
 
+import zoo.families  # noqa: F401  (registers every family)
+from zoo import registry
 from zoo.config import Config, DataConfig, MeshConfig, ModelConfig, OptimizerConfig
 
 
@@ -43,3 +45,28 @@ def random_batch(cfg: Config, seed: int = 0, *, packed: bool = True) -> dict[str
 
 def with_model(cfg: Config, **model_overrides) -> Config:
   return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **model_overrides))
+
+
+def with_overrides(model_cfg: ModelConfig, overrides: dict) -> ModelConfig:
+  """`model_cfg` with fields replaced; an option group given as a dict updates its fields."""
+  changes = {}
+  for name, value in overrides.items():
+    if isinstance(value, dict):
+      value = dataclasses.replace(getattr(model_cfg, name), **value)
+    changes[name] = value
+  return dataclasses.replace(model_cfg, **changes)
+
+
+def kinds() -> list:
+  """Every registered block and stack kind (zoo/registry.py), e.g. for a conformance suite."""
+  return ([registry.block(k) for k in registry.block_kinds()]
+          + [registry.stack(k) for k in registry.stack_kinds()])
+
+
+def example_model(kind, *, decoding: bool = False, **base) -> ModelConfig:
+  """The tiny model a registered kind declares as its example (plus `decode_example` when
+  `decoding`), on top of `tiny_model(**base)`."""
+  model = with_overrides(tiny_model(**base), kind.example)
+  if decoding:
+    model = with_overrides(model, getattr(kind, "decode_example", {}))
+  return model

@@ -6,11 +6,11 @@ import os
 
 import numpy as np
 
-from zoo.config import MoeConfig
+from zoo.families.mixture_of_experts import MoeConfig
 from zoo.data import load_corpus, token_counts, train_token_counts
 from zoo.models import hashing
 from zoo.testing import tiny_config, tiny_model
-from zoo.training import loop
+from zoo.families import mixture_of_experts
 
 
 def _train_ids(cfg, tokenizer):
@@ -58,10 +58,10 @@ def test_train_fills_in_the_counts_for_a_balanced_hash_only(local_cfg, tokenizer
                        moe=MoeConfig(router="hash", capacity_factor=0.0, **moe))
     return tiny_config(model=model, data=local_cfg)
 
-  got = loop._with_corpus_counts(cfg_with(hash_kind="balanced"), tokenizer, lambda _: None)
+  got = mixture_of_experts.prepare(cfg_with(hash_kind="balanced"), tokenizer, lambda _: None)
   assert got.model.moe.hash_frequencies == train_token_counts(local_cfg, tokenizer)
   for cfg in (cfg_with(hash_kind="random"),
               cfg_with(hash_kind="balanced", hash_frequencies=got.model.moe.hash_frequencies),
               dataclasses.replace(cfg_with(hash_kind="balanced"),
                                   model=tiny_model(vocab_size=512))):
-    assert loop._with_corpus_counts(cfg, tokenizer, lambda _: None) is cfg
+    assert mixture_of_experts.prepare(cfg, tokenizer, lambda _: None) is cfg

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 
-from zoo.config.families import (DopedConfig, LadderConfig, ModConfig, MoeConfig,
-                                 StaircaseConfig, StructuredConfig)
+from typing import Any
+
+from zoo import registry
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, init=False)
 class ModelConfig:
-  """The decoder stack. `pattern` is tiled over `num_layers`; each entry is a block kind."""
+  """The decoder stack. `pattern` is tiled over `num_layers`; each entry is a block kind.
+
+  Besides these fields a model config holds one option group per registered family
+  (`model.moe`, `model.mod`, ...: the families' own dataclasses, see zoo/registry.py), read
+  as attributes (`cfg.moe.num_experts`) and set by keyword (`ModelConfig(moe=MoeConfig())`,
+  `dataclasses.replace(cfg, moe=...)`). A group not given takes its defaults.
+  """
 
   num_layers: int = 2
   d_model: int = 128
@@ -27,15 +34,31 @@ class ModelConfig:
   init_std: float = 0.02
   scan_layers: bool = False
   remat: str = "none"
-  compute_dtype: str = "float32"
-  param_dtype: str = "float32"
+  compute_dtype: str = "float32"  # parameters are float32; activations in this dtype
   vocab_size: int = 0  # filled from data.vocab_size
-  ladder: LadderConfig = LadderConfig()
-  staircase: StaircaseConfig = StaircaseConfig()
-  doped: DopedConfig = DopedConfig()
-  structured: StructuredConfig = StructuredConfig()
-  mod: ModConfig = ModConfig()
-  moe: MoeConfig = MoeConfig()
+  options: tuple[tuple[str, Any], ...] = ()  # (group, options) of every family, sorted
+
+  def __init__(self, options=(), **values):
+    groups = dict(options)
+    known = registry.option_groups()
+    for name in [n for n in values if n in known]:
+      groups[name] = values.pop(name)
+    for f in dataclasses.fields(self):
+      if f.name == "options":
+        continue
+      object.__setattr__(self, f.name, values.pop(f.name, f.default))
+    if values:
+      raise TypeError(f"ModelConfig has no field {sorted(values)[0]!r}")
+    for name, cls in known.items():
+      groups.setdefault(name, cls())
+    object.__setattr__(self, "options", tuple(sorted(groups.items())))
+
+  def __getattr__(self, name: str):
+    """A family's option group, e.g. `cfg.moe`."""
+    for group, value in self.__dict__.get("options", ()):
+      if group == name:
+        return value
+    raise AttributeError(f"ModelConfig has no field or option group {name!r}")
 
   @property
   def head_size(self) -> int:
@@ -123,7 +146,7 @@ class Config:
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
   peak_flops_per_device: float = 0.0  # 0: look up the device kind (measured on CPU)
-  model: ModelConfig = ModelConfig()
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   mesh: MeshConfig = MeshConfig()
   optimizer: OptimizerConfig = OptimizerConfig()
   data: DataConfig = DataConfig()
@@ -135,9 +158,4 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
-MOE_ROUTERS = ("switch", "topk", "expert_choice", "base", "hash")
-HASH_KINDS = ("random", "balanced", "bigram", "previous", "position", "oracle")
-KERNEL_BACKENDS = ("", "xla", "pallas_tpu", "pallas_interpret")
 DATA_SOURCES = ("stdlib", "local_text", "tfds")
-MOD_ROUTING = ("learned", "stochastic")
-MOD_DECODE = ("predictor", "router")

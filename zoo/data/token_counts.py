@@ -27,18 +27,25 @@ log = logging.getLogger(__name__)
 MAX_CHARS = 100_000_000  # ~25M tokens of English: frequencies well past what balancing needs
 
 
+def count_tokens(token_lists, vocab_size: int) -> np.ndarray:
+  """int64 [vocab_size] counts of an iterable of token-id lists."""
+  counts = np.zeros(vocab_size, np.int64)
+  for ids in token_lists:
+    counts += np.bincount(np.asarray(ids, np.int64), minlength=vocab_size)[:vocab_size]
+  return counts
+
+
 def count_corpus(corpus: Corpus, tokenizer: Tokenizer, vocab_size: int,
                  max_chars: int = MAX_CHARS) -> np.ndarray:
   """int64 [vocab_size] counts over the train split's documents (or an even spread of them)."""
-  counts = np.zeros(vocab_size, np.int64)
-  chars = 0
-  for text in corpus.train_sample(max_chars):
-    ids = [tokenizer.bos_id, *tokenizer.encode(text), tokenizer.eos_id]
-    counts += np.bincount(np.asarray(ids, np.int64), minlength=vocab_size)[:vocab_size]
-    chars += len(text)
-    if chars >= max_chars:
-      break
-  return counts
+  def documents():
+    chars = 0
+    for text in corpus.train_sample(max_chars):
+      yield [tokenizer.bos_id, *tokenizer.encode(text), tokenizer.eos_id]
+      chars += len(text)
+      if chars >= max_chars:
+        return
+  return count_tokens(documents(), vocab_size)
 
 
 def train_token_counts(data_cfg: DataConfig, tokenizer: Tokenizer,

@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from zoo.config import ModelConfig, MoeConfig
 
 
 def random_table(vocab_size: int, num_experts: int, seed: int) -> np.ndarray:
@@ -50,34 +49,19 @@ def zipf_prior(vocab_size: int) -> np.ndarray:
   return 1.0 / np.arange(1, vocab_size + 1)
 
 
-def count_tokens(token_lists, vocab_size: int) -> np.ndarray:
-  """Token counts of a corpus (an iterable of id lists), e.g. for `np.save` and
-  `model.moe.hash_frequencies`: `count_tokens(map(tok.encode, texts), tok.vocab_size)`."""
-  counts = np.zeros(vocab_size, np.int64)
-  for ids in token_lists:
-    counts += np.bincount(np.asarray(ids, np.int64), minlength=vocab_size)[:vocab_size]
-  return counts
-
-
-def needs_corpus_counts(model_cfg: ModelConfig) -> bool:
-  """A balanced hash with no counts file: train.py counts the training corpus for it."""
-  mo = model_cfg.moe
-  routed = any(kind in ("moe", "mode_staged") for kind in model_cfg.pattern)
-  return (routed and mo.router == "hash" and mo.hash_kind == "balanced"
-          and not mo.hash_frequencies)
-
-
-def token_table(mo: MoeConfig, vocab_size: int) -> np.ndarray:
-  """The [V] token -> expert map of a hash router (unused by "bigram" and "position")."""
-  if mo.hash_kind == "balanced":
-    if mo.hash_frequencies:
-      freq = np.load(mo.hash_frequencies, allow_pickle=False)  # no pickle: data only
+def token_table(kind: str, frequencies: str, num_experts: int, seed: int,
+                vocab_size: int) -> np.ndarray:
+  """The [V] token -> expert map of a hash router (unused by "bigram" and "position");
+  `frequencies` is a .npy of token counts for "balanced" ('': a Zipf prior)."""
+  if kind == "balanced":
+    if frequencies:
+      freq = np.load(frequencies, allow_pickle=False)  # no pickle: data only
       if freq.shape != (vocab_size,):
-        raise ValueError(f"{mo.hash_frequencies}: shape {freq.shape}, expected ({vocab_size},)")
+        raise ValueError(f"{frequencies}: shape {freq.shape}, expected ({vocab_size},)")
     else:
       freq = zipf_prior(vocab_size)
-    return balanced_table(freq, mo.num_experts)
-  return random_table(vocab_size, mo.num_experts, mo.hash_seed)
+    return balanced_table(freq, num_experts)
+  return random_table(vocab_size, num_experts, seed)
 
 
 def mix32(x: jax.Array, seed: int) -> jax.Array:

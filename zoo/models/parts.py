@@ -40,6 +40,15 @@ class Context:
     return dataclasses.replace(self, rng=rng)
 
 
+class Frozen(nnx.Variable):
+  """A weight that is part of the model but never trained (no gradient, no optimizer state)."""
+
+
+class StructuredParam(nnx.Param):
+  """A trainable parameter of a structured layer that stands in for a dense matrix
+  (accounting reports these, and the dense parameters they emulate, separately)."""
+
+
 def annotated(value, logical, kind=nnx.Param) -> nnx.Variable:
   """A variable with logical sharding names; `zoo.sharding` places it on the mesh."""
   return kind(value, out_sharding=logical, eager_sharding=False)
@@ -48,6 +57,15 @@ def annotated(value, logical, kind=nnx.Param) -> nnx.Variable:
 def param(rngs: nnx.Rngs, shape, logical, std: float, kind=nnx.Param) -> nnx.Variable:
   """A normal(0, std) float32 parameter annotated with logical sharding names."""
   return annotated(std * jax.random.normal(rngs.params(), shape, jnp.float32), logical, kind)
+
+
+def freeze(module: nnx.Module) -> nnx.Module:
+  """Turns every `nnx.Param` directly held by `module` into `Frozen`, keeping its value
+  and logical sharding names."""
+  for name, value in list(vars(module).items()):
+    if isinstance(value, nnx.Param):
+      setattr(module, name, annotated(value.get_value(), value.out_sharding, kind=Frozen))
+  return module
 
 
 def dropout(x, rate: float, rng: jax.Array | None, salt: int):

@@ -19,16 +19,22 @@ token, C tokens per expert (capacity).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pallas_kernels.expert_dispatch import capacity_per_expert
 from zoo.config import ModelConfig
 from zoo.models import hashing
 from zoo.models.assignment import balanced_assignment
 from zoo.models.parts import Context, param
+
+
+def capacity_per_expert(num_tokens: int, num_experts: int, capacity_factor: float,
+                        k: int = 1) -> int:
+  """Slots per expert in a routing group of T tokens: ceil(capacity_factor k T / E), >= 1."""
+  return max(1, math.ceil(capacity_factor * k * num_tokens / num_experts))
 
 
 @dataclasses.dataclass
@@ -79,8 +85,8 @@ class _Learned(nnx.Module):
   Its E columns are the experts, then `noop_experts` more for integrated MoDE.
   """
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    mo = cfg.moe
+  def __init__(self, cfg: ModelConfig, options, *, rngs: nnx.Rngs):
+    mo = options
     self.num_experts, self.top_k = mo.num_experts, mo.top_k
     self.num_choices = mo.num_choices
     self.capacity_factor = mo.capacity_factor
@@ -190,10 +196,10 @@ class BaseRouter(nnx.Module):
   whole sequence, so training-time routing is not causal; inference routing is.
   """
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.num_experts = cfg.moe.num_experts
+  def __init__(self, cfg: ModelConfig, options, *, rngs: nnx.Rngs):
+    self.num_experts = options.num_experts
     self.deterministic = False
-    self.centroids_ED = param(rngs, (cfg.moe.num_experts, cfg.d_model), (None, "embed"),
+    self.centroids_ED = param(rngs, (options.num_experts, cfg.d_model), (None, "embed"),
                               cfg.init_std)
 
   def __call__(self, h_BLD, ctx: Context) -> Routing:
@@ -229,11 +235,12 @@ class HashRouter(nnx.Module):
   information; never use it for results). Top-1 and dropless.
   """
 
-  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+  def __init__(self, cfg: ModelConfig, options, *, rngs: nnx.Rngs):
     del rngs
-    mo = cfg.moe
+    mo = options
     self.kind, self.num_experts, self.seed = mo.hash_kind, mo.num_experts, mo.hash_seed
-    table_V = hashing.token_table(mo, cfg.vocab_size)
+    table_V = hashing.token_table(mo.hash_kind, mo.hash_frequencies, mo.num_experts,
+                                  mo.hash_seed, cfg.vocab_size)
     self.table_V = HashTable(jnp.asarray(table_V), out_sharding=(None,), eager_sharding=False)
 
   def __call__(self, h_BLD, ctx: Context) -> Routing:
@@ -250,5 +257,7 @@ ROUTERS = {"switch": SwitchRouter, "topk": TopKRouter, "expert_choice": ExpertCh
            "base": BaseRouter, "hash": HashRouter}
 
 
-def make_router(cfg: ModelConfig, *, rngs: nnx.Rngs) -> nnx.Module:
-  return ROUTERS[cfg.moe.router](cfg, rngs=rngs)
+def make_router(cfg: ModelConfig, options, *, rngs: nnx.Rngs) -> nnx.Module:
+  """The router `options.router` names; `options` are the MoE block's options (its
+  `MoeConfig`: experts, top-k, capacity factor, loss weights, hash map)."""
+  return ROUTERS[options.router](cfg, options, rngs=rngs)

@@ -1,6 +1,7 @@
-"""The decoder stack every family plugs into, and the dense pre-norm block.
+"""The decoder backbone every family plugs into: the plain stack, the decoder, the dense block.
 
-The stack tiles `model.pattern` (block kinds from `registry`) over the depth. One
+Block and stack kinds are looked up in zoo/registry.py (the families register them). The stack
+tiles `model.pattern` (block kinds from `registry`) over the depth. One
 repetition of the pattern is a `Unit`; with `model.scan_layers` the units are stacked
 (leading `layers` axis) and applied with `jax.lax.scan`, so compile time does not grow
 with depth. `model.remat` rematerialises each unit in the backward pass.
@@ -13,14 +14,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from zoo import sharding
+from zoo import registry, sharding
 from zoo.config import ModelConfig
-from zoo.models import registry
 from zoo.models.parts import (DTYPES, MLP, Attention, Context, Embed, KVCache, Norm, Unembed,
                               dropout)
 
 
-@registry.register("dense")
 class DenseBlock(nnx.Module):
   """x + Attn(Norm(x)), then x + MLP(Norm(x))."""
 
@@ -39,7 +38,7 @@ class Unit(nnx.Module):
   """One repetition of the block pattern."""
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-    self.blocks = nnx.List([registry.make_block(k, cfg, rngs=rngs) for k in cfg.pattern])
+    self.blocks = nnx.List([registry.block(k).build(cfg, rngs=rngs) for k in cfg.pattern])
 
   def __call__(self, x_BLD, ctx: Context):
     aux = {}
@@ -73,7 +72,6 @@ def _unit_fn(graphdef, remat: str):
   return jax.checkpoint(apply, policy=REMAT_POLICIES[remat], static_argnums=())
 
 
-@registry.register_stack("plain")
 class Stack(nnx.Module):
   """`num_layers / len(pattern)` units, unrolled or scanned, applied once."""
 
@@ -91,7 +89,7 @@ class Stack(nnx.Module):
       self.units = nnx.List([Unit(cfg, rngs=rngs) for _ in range(self.repeats)])
     # Layers left over when the depth is not a multiple of the pattern length.
     self.tail_blocks = nnx.List(
-        [registry.make_block(k, cfg, rngs=rngs) for k in cfg.pattern[: self.tail]])
+        [registry.block(k).build(cfg, rngs=rngs) for k in cfg.pattern[: self.tail]])
 
   def __call__(self, x_BLD, ctx: Context):
     per_unit = []
@@ -139,7 +137,7 @@ class Decoder(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     self.embed = Embed(cfg, rngs=rngs)
-    self.stack = registry.make_stack(cfg.stack, cfg, rngs=rngs)
+    self.stack = registry.stack(cfg.stack).build(cfg, rngs=rngs)
     self.final_norm = Norm(cfg, rngs=rngs)
     if not cfg.tie_embeddings:
       self.unembed = Unembed(cfg, rngs=rngs)

@@ -7,7 +7,6 @@ the resumed run is the uninterrupted one (bitwise, on CPU).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -17,9 +16,8 @@ import jax
 import numpy as np
 import tqdm
 
-from zoo import accounting, checkpoint, data, sharding
-from zoo.config import Config
-from zoo.models import hashing
+from zoo import accounting, checkpoint, data, registry, sharding
+from zoo.config import Config, to_dict
 from zoo.training import step as step_lib
 from zoo.training.metrics import MetricWriter, json_value, peak_flops_per_device
 
@@ -45,22 +43,19 @@ def _prepare_workdir(cfg: Config, workdir: str, tokenizer) -> None:
   if jax.process_index() != 0:
     return
   with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(dataclasses.asdict(cfg), f, indent=2)
+    json.dump(to_dict(cfg), f, indent=2)
   target = os.path.join(workdir, TOKENIZER_FILE)
   if not os.path.exists(target):
     shutil.copyfile(tokenizer.path, target + ".tmp")
     os.replace(target + ".tmp", target)
 
 
-def _with_corpus_counts(cfg: Config, tokenizer, echo) -> Config:
-  """A balanced Hash layer without a counts file gets the training corpus's token counts
-  (Roller et al. 2021 balance by training-data frequency); config.json records the file."""
-  if not hashing.needs_corpus_counts(cfg.model):
-    return cfg
-  path = data.train_token_counts(cfg.data, tokenizer)
-  echo(f"balanced hash: token counts of the training corpus in {path}")
-  moe = dataclasses.replace(cfg.model.moe, hash_frequencies=path)
-  return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, moe=moe))
+def _prepared(cfg: Config, tokenizer, echo) -> Config:
+  """Each family's work before training (e.g. corpus statistics a layer is built from)."""
+  for family in registry.families():
+    if family.prepare is not None:
+      cfg = family.prepare(cfg, tokenizer, echo)
+  return cfg
 
 
 def _truncate_metrics(workdir: str, step: int) -> None:
@@ -82,7 +77,7 @@ def train(cfg: Config, workdir: str, *, echo=print) -> dict:
   """
   mesh = sharding.make_mesh(cfg.mesh)
   tokenizer = data.load_tokenizer(cfg.data)  # fails early on a bad data config
-  cfg = _with_corpus_counts(cfg, tokenizer, echo)
+  cfg = _prepared(cfg, tokenizer, echo)
   _prepare_workdir(cfg, workdir, tokenizer)
   echo(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; mesh "
        f"{dict(mesh.shape)}")

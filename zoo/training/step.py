@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+import zoo.families  # noqa: F401  (registers every family)
 from zoo import sharding
 from zoo.config import Config
 from zoo.models import Decoder, aux_loss

@@ -12,8 +12,8 @@ the hidden width 6·D (`model.doped.frozen_hidden_mult`) making it hold about th
 `("dense", "frozen_mlp")` tiled over an odd depth, so the first and last layers are
 trainable, as in the paper's Table 2 (5 layers of which 3 trainable; 11 and 6; 23 and 12).
 
-Frozen weights are their own Variable type, `Frozen`: the train step differentiates and
-updates `nnx.Param` only, so they get no gradient and no optimizer state, and they travel
+Frozen weights are their own Variable type, `Frozen` (zoo/models/parts.py): the train
+step differentiates and updates `nnx.Param` only, so they get no gradient and no optimizer state, and they travel
 in the train state's `rest` (so checkpoints save and restore them). They cost forward and
 input-gradient FLOPs but no weight gradient: 2 x forward in training instead of 3 x ("two
 thirds" of a trainable parameter in the paper). The pre-norm's scale (D numbers) stays
@@ -22,32 +22,27 @@ trainable, so training can weigh how much of the frozen block's output to use.
 
 from __future__ import annotations
 
+import dataclasses
+
 from flax import nnx
 
-from zoo import accounting, sharding
-from zoo.config import ModelConfig
-from zoo.models import registry
-from zoo.models.parts import MLP, Context, Norm, annotated, dropout
+from zoo import registry, sharding
+from zoo.config import ConfigError, ModelConfig
+from zoo.models import flops
+from zoo.models.parts import MLP, Context, Norm, dropout, freeze
 
 
-class Frozen(nnx.Variable):
-  """A weight that is part of the model but never trained."""
+@dataclasses.dataclass(frozen=True)
+class DopedConfig:
+  """Options of block "frozen_mlp" (`model.doped`)."""
 
-
-def freeze(module: nnx.Module) -> nnx.Module:
-  """Turns every `nnx.Param` directly held by `module` into `Frozen`, keeping its value
-  and logical sharding names."""
-  for name, value in list(vars(module).items()):
-    if isinstance(value, nnx.Param):
-      setattr(module, name, annotated(value.get_value(), value.out_sharding, kind=Frozen))
-  return module
+  frozen_hidden_mult: int = 6  # hidden width of a frozen MLP, in multiples of d_model
 
 
 def frozen_hidden(cfg: ModelConfig) -> int:
   return cfg.doped.frozen_hidden_mult * cfg.d_model
 
 
-@registry.register("frozen_mlp")
 class FrozenMLPBlock(nnx.Module):
   """x + MLP(Norm(x)) with the MLP's matrices frozen at their random initialisation."""
 
@@ -62,13 +57,26 @@ class FrozenMLPBlock(nnx.Module):
     return sharding.constrain(x_BLD, ("batch", "length", "act_embed")), {}
 
 
-@accounting.register_flops("frozen_mlp")
 def frozen_block_flops(cfg: ModelConfig, seq_len: int) -> float:
   del seq_len  # no attention
-  return accounting.mlp_flops(cfg, frozen_hidden(cfg))
+  return flops.mlp_flops(cfg, frozen_hidden(cfg))
 
 
-@accounting.register_train_flops("frozen_mlp")
 def frozen_block_train_flops(cfg: ModelConfig, seq_len: int) -> float:
   """Forward plus the gradient with respect to the input; no weight gradient."""
   return 2 * frozen_block_flops(cfg, seq_len)
+
+
+def validate(cfg) -> None:
+  if cfg.model.doped.frozen_hidden_mult <= 0:
+    raise ConfigError("model.doped.frozen_hidden_mult", cfg.model.doped.frozen_hidden_mult, "> 0")
+
+
+FAMILY = registry.register(registry.Family(
+    name="doped",
+    options={"doped": DopedConfig},
+    blocks=(registry.BlockKind(
+        "frozen_mlp", FrozenMLPBlock, frozen_block_flops, frozen_block_train_flops,
+        example={"num_layers": 3, "pattern": ("dense", "frozen_mlp")}),),
+    validate=validate,
+))

@@ -33,19 +33,50 @@ times (plus K - 1 partly empty steps at the end), each time against up to memory
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from zoo import accounting, sharding
-from zoo.config import ModelConfig
-from zoo.models import registry
+from zoo import registry, sharding
+from zoo.config import ConfigError, ModelConfig, one_of, positive
+from zoo.models import flops
 from zoo.models.parts import Attention, Context, attention_mask, dot_attention, dropout, rotary
 from zoo.models.transformer import REMAT_POLICIES, DenseBlock, Stack
 
-# `lax.scan` unroll of the staircase steps. XLA's cost analysis counts a loop body once,
-# so the FLOP test sets True to see every step.
+@dataclasses.dataclass(frozen=True)
+class LadderConfig:
+  """Options of stack "ladder" (`model.ladder`)."""
+
+  ladder_size: int = 2  # times the whole stack is applied
+
+
+@dataclasses.dataclass(frozen=True)
+class StaircaseConfig:
+  """Options of stack "staircase" (`model.staircase`); defaults: the paper's algorithmic
+  setting."""
+
+  forward_size: int = 64  # F: new tokens per step
+  staircase_size: int = 128  # S: tokens per pass (S / F passes per chunk)
+  memory: int = 128  # cached tokens per layer from chunks already emitted (0: none)
+  attention_span: int = 128  # how far back (positions) a query may attend (0: no limit)
+
+
+# `lax.scan` unroll of the staircase steps. XLA's cost analysis counts a loop body once, so
+# `every_step_unrolled` sets True for a FLOP count that sees every step.
 SCAN_UNROLL: int | bool = 1
+
+
+@contextlib.contextmanager
+def every_step_unrolled():
+  global SCAN_UNROLL
+  saved, SCAN_UNROLL = SCAN_UNROLL, True
+  try:
+    yield
+  finally:
+    SCAN_UNROLL = saved
 
 
 def _refuse_decoding_cache(stack: nnx.Module) -> None:
@@ -55,14 +86,12 @@ def _refuse_decoding_cache(stack: nnx.Module) -> None:
     if isinstance(module, Attention) and getattr(module, "cache_k", None) is not None:
       raise ValueError(
           f"{type(stack).__name__} stack: KV-cache decoding is not supported; use "
-          "zoo.models.recurrent.next_token_logits (recomputes the prefix)")
+          "zoo.families.recurrent.next_token_logits (recomputes the prefix)")
 
 
-@registry.register_stack("ladder")
 class Ladder(nnx.Module):
   """The plain stack applied `ladder_size` times with shared weights."""
 
-  kv_cache = False  # each layer runs more than once per token: sampling recomputes
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.passes = cfg.ladder.ladder_size
@@ -81,9 +110,8 @@ class Ladder(nnx.Module):
     return x_BLD, aux
 
 
-@accounting.register_stack_flops("ladder")
 def ladder_flops(cfg: ModelConfig, seq_len: int, block_flops) -> float:
-  return cfg.ladder.ladder_size * accounting.plain_stack_flops(cfg, seq_len, block_flops)
+  return cfg.ladder.ladder_size * flops.plain_stack_flops(cfg, seq_len, block_flops)
 
 
 # ----------------------------------------------------------------------------------------
@@ -160,11 +188,9 @@ def _step(blocks, cfg: ModelConfig, carry, inputs, rng):
   return carry, x_BSD[:, :f]  # the oldest chunk, after its last pass
 
 
-@registry.register_stack("staircase")
 class Staircase(nnx.Module):
   """N dense layers (the same parameters as the plain stack) run on a staircase schedule."""
 
-  kv_cache = False  # each layer runs more than once per token: sampling recomputes
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
@@ -197,7 +223,6 @@ class Staircase(nnx.Module):
     return out_BLD, {}
 
 
-@accounting.register_stack_flops("staircase")
 def staircase_flops(cfg: ModelConfig, seq_len: int, block_flops) -> float:
   """(n + K - 1) steps of S queries over memory + S keys, per token of the sequence."""
   sc = cfg.staircase
@@ -217,3 +242,40 @@ def next_token_logits(model, tokens_BL, positions_BL=None, segment_ids_BL=None):
   """
   logits, _ = model(tokens_BL, positions_BL, segment_ids_BL)
   return logits[:, -1]
+
+
+def validate(cfg) -> None:
+  m = cfg.model
+  positive("model.ladder.ladder_size", m.ladder.ladder_size)
+  sc, scp = m.staircase, "model.staircase."
+  positive(scp + "forward_size", sc.forward_size)
+  positive(scp + "staircase_size", sc.staircase_size)
+  if sc.staircase_size % sc.forward_size:
+    raise ConfigError(scp + "staircase_size", sc.staircase_size,
+                      f"a multiple of {scp}forward_size={sc.forward_size}")
+  positive(scp + "memory", sc.memory, allow_zero=True)
+  if sc.memory % sc.forward_size:
+    raise ConfigError(scp + "memory", sc.memory,
+                      f"a multiple of {scp}forward_size={sc.forward_size} (0: no memory)")
+  positive(scp + "attention_span", sc.attention_span, allow_zero=True)
+  if m.stack == "staircase":
+    for kind in m.pattern:
+      one_of("model.pattern", kind, ("dense",))  # layers attend over a cached memory
+    if m.scan_layers:
+      raise ConfigError("model.scan_layers", True, "False with model.stack='staircase'")
+
+
+FAMILY = registry.register(registry.Family(
+    name="recurrent",
+    options={"ladder": LadderConfig, "staircase": StaircaseConfig},
+    stacks=(
+        registry.StackKind("ladder", Ladder, ladder_flops, kv_cache=False,
+                           example={"stack": "ladder", "pattern": ("dense",)}),
+        registry.StackKind("staircase", Staircase, staircase_flops, kv_cache=False,
+                           cost_analysis_context=every_step_unrolled,
+                           example={"stack": "staircase", "pattern": ("dense",),
+                                    "staircase": {"forward_size": 4, "staircase_size": 8,
+                                                  "memory": 4, "attention_span": 8}}),
+    ),
+    validate=validate,
+))

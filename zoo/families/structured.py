@@ -38,7 +38,7 @@ correlations"). It sits after the activation so gated MLPs need one transform, n
 the variance of the dense layer (its fan-in is 1/b of the dense one).
 
 Accounting: structured weights are `StructuredParam`, a trainable `nnx.Param`, counted as
-`ParamCounts.structured` with the dense parameters they emulate (`emulated_dense`) beside
+`ParamCounts.structured_params` with the dense parameters they emulate (`emulated_dense`) beside
 them. FLOPs count what runs: n·log2(n) per transform of width n, one per diagonal entry,
 2·D·F/b per block-diagonal matrix; in training a transform costs 2 x forward (it has no
 weight), the rest 3 x.
@@ -46,21 +46,25 @@ weight), the rest 3 x.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from zoo import accounting
-from zoo.config import ModelConfig
-from zoo.models import registry
-from zoo.models.parts import ACTIVATIONS, Attention, Norm, annotated
+from zoo import registry
+from zoo.config import ConfigError, ModelConfig
+from zoo.models import flops
+from zoo.models.parts import ACTIVATIONS, Attention, Norm, StructuredParam, annotated
 from zoo.models.transformer import DenseBlock
 
 
-class StructuredParam(nnx.Param):
-  """A trainable parameter of a structured layer (counted apart from dense ones)."""
+@dataclasses.dataclass(frozen=True)
+class StructuredConfig:
+  """Options of block "block_hadamard" (`model.structured`)."""
+
+  num_blocks: int = 4  # diagonal blocks of its two matrices (a power of two)
 
 
 class Permutation(nnx.Variable):
@@ -193,7 +197,6 @@ class BlockHadamardMLP(nnx.Module):
     return y_BLND.reshape(x_BLD.shape)
 
 
-@registry.register("fastfood")
 class FastFoodBlock(DenseBlock):
   """The dense block (same call) with an Adaptive FastFood MLP; attention stays dense."""
 
@@ -203,7 +206,6 @@ class FastFoodBlock(DenseBlock):
     self.mlp_norm, self.mlp = Norm(cfg, rngs=rngs), FastFoodMLP(cfg, rngs=rngs)
 
 
-@registry.register("block_hadamard")
 class BlockHadamardBlock(DenseBlock):
   """The dense block (same call) with a block-diagonal + block-Hadamard MLP."""
 
@@ -217,41 +219,50 @@ class BlockHadamardBlock(DenseBlock):
 # Accounting: (weighted part, weightless transforms) of each MLP, per token.
 
 
-def _matrices(cfg: ModelConfig) -> int:
-  return 3 if cfg.activation in ("swiglu", "geglu") else 2
-
-
 def fastfood_mlp_flops(cfg: ModelConfig) -> tuple[float, float]:
   d, f = cfg.d_model, cfg.hidden_size
-  parts = [fastfood_flops(d, f)] * (_matrices(cfg) - 1) + [fastfood_flops(f, d)]
+  parts = [fastfood_flops(d, f)] * (flops.mlp_matrices(cfg) - 1) + [fastfood_flops(f, d)]
   return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
 def block_hadamard_mlp_flops(cfg: ModelConfig) -> tuple[float, float]:
   b = cfg.structured.num_blocks
-  weighted = _matrices(cfg) * 2 * cfg.d_model * cfg.hidden_size / b
+  weighted = flops.mlp_matrices(cfg) * 2 * cfg.d_model * cfg.hidden_size / b
   return weighted, cfg.hidden_size * math.log2(b)
 
 
-_MLP_FLOPS = {"fastfood": fastfood_mlp_flops, "block_hadamard": block_hadamard_mlp_flops}
-
-
-def _register(kind: str):
-  mlp = _MLP_FLOPS[kind]
-
-  @accounting.register_flops(kind)
+def _kind(name: str, block, mlp_flops) -> registry.BlockKind:
   def forward(cfg: ModelConfig, seq_len: int) -> float:
-    return accounting.attention_flops(cfg, seq_len) + sum(mlp(cfg))
+    return flops.attention_flops(cfg, seq_len) + sum(mlp_flops(cfg))
 
-  @accounting.register_train_flops(kind)
   def train(cfg: ModelConfig, seq_len: int) -> float:
-    weighted, transforms = mlp(cfg)
-    return 3 * (accounting.attention_flops(cfg, seq_len) + weighted) + 2 * transforms
+    weighted, transforms = mlp_flops(cfg)
+    return 3 * (flops.attention_flops(cfg, seq_len) + weighted) + 2 * transforms
 
-  @accounting.register_emulated(kind)
   def emulated(cfg: ModelConfig) -> int:
-    return _matrices(cfg) * cfg.d_model * cfg.hidden_size
+    return flops.mlp_matrices(cfg) * cfg.d_model * cfg.hidden_size
+
+  return registry.BlockKind(name, block, forward, train, emulated_params=emulated,
+                            example={"pattern": ("dense", name)})
 
 
-for _kind in _MLP_FLOPS:
-  _register(_kind)
+def validate(cfg) -> None:
+  m = cfg.model
+  blocks = m.structured.num_blocks
+  if blocks <= 0 or blocks & (blocks - 1):
+    raise ConfigError("model.structured.num_blocks", blocks, "a power of two")
+  if "block_hadamard" in m.pattern:
+    for width in (m.d_model, m.hidden_size):
+      if width % blocks:
+        raise ConfigError("model.structured.num_blocks", blocks,
+                          f"a divisor of model.d_model={m.d_model} and of the MLP hidden "
+                          f"size {m.hidden_size}")
+
+
+FAMILY = registry.register(registry.Family(
+    name="structured",
+    options={"structured": StructuredConfig},
+    blocks=(_kind("fastfood", FastFoodBlock, fastfood_mlp_flops),
+            _kind("block_hadamard", BlockHadamardBlock, block_hadamard_mlp_flops)),
+    validate=validate,
+))

@@ -37,16 +37,52 @@ no router logits (8 and 4).
 
 from __future__ import annotations
 
+import dataclasses
+import os
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from pallas_kernels import dropless, expert_dispatch
-from zoo import accounting, sharding
-from zoo.config import ModelConfig
-from zoo.models import registry
+from zoo import registry, sharding
+from zoo.config import ConfigError, ModelConfig, one_of, positive
+from zoo.data import token_counts
+from zoo.models import flops
 from zoo.models.parts import ACTIVATIONS, Attention, Context, Norm, dropout, param
-from zoo.models.routers import Routing, make_router
+from zoo.models.routers import ROUTERS, Routing, make_router
+
+HASH_KINDS = ("random", "balanced", "bigram", "previous", "position", "oracle")
+BACKENDS = ("", "xla", "pallas_tpu", "pallas_interpret")
+
+
+@dataclasses.dataclass(frozen=True)
+class MoeConfig:
+  """Options of block "moe" (`model.moe`); staged MoDE's inner block uses them too."""
+
+  router: str = "switch"  # "switch", "topk", "expert_choice", "base" or "hash"
+  num_experts: int = 8  # E per MoE layer (fine-grained: granularity x expansion rate)
+  top_k: int = 1  # experts per token (token choice), or per token on average (expert choice)
+  capacity_factor: float = 1.25  # slots per expert = cf x top_k x L / E; 0: dropless
+  granularity: int = 1  # G: each expert is d_ff / G wide (Krajewski et al. 2024)
+  aux_loss_weight: float = 0.01  # alpha of the load-balance loss alpha E sum_i f_i P_i
+  z_loss_weight: float = 0.0  # the router z-loss (0: off)
+  hash_kind: str = "random"  # "random", "balanced", "bigram", "previous", "position", "oracle"
+  hash_frequencies: str = ""  # .npy of token counts for "balanced" ('': the training corpus)
+  hash_seed: int = 0  # seeds the random hash map
+  noop_experts: int = 0  # N no-op experts among the router's choices (integrated MoDE)
+  output_norm: bool = False  # a norm on the MoE output before the residual add (G > 1)
+  backend: str = ""  # kernels: '' by platform, "xla", "pallas_tpu", "pallas_interpret"
+
+  @property
+  def num_choices(self) -> int:
+    """What the router chooses among: the experts and the no-op experts."""
+    return self.num_experts + self.noop_experts
+
+  @property
+  def expansion(self) -> float:
+    """Krajewski et al.'s expansion rate E: total expert parameters / dense MLP parameters."""
+    return self.num_experts / self.granularity
 
 
 def expert_hidden(cfg: ModelConfig) -> int:
@@ -98,7 +134,7 @@ class MoeMLP(nnx.Module):
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.num_experts = cfg.moe.num_experts
     self.backend = cfg.moe.backend or None
-    self.router = make_router(cfg, rngs=rngs)
+    self.router = make_router(cfg, cfg.moe, rngs=rngs)
     self.experts = Experts(cfg, rngs=rngs)
 
   def __call__(self, h_BLD, ctx: Context):
@@ -189,7 +225,6 @@ def _load_stats(expert_idx_BLK, weight_BL, num_experts: int) -> dict:
           "moe/expert_load": load_E}
 
 
-@registry.register("moe")
 class MoeBlock(nnx.Module):
   """x + Attn(Norm(x)), then x + MoE(Norm(x)); aux: the router's losses and statistics.
 
@@ -224,24 +259,93 @@ def routing_flops(cfg: ModelConfig, *, train: bool) -> float:
 
 
 def _expert_flops(cfg: ModelConfig) -> float:
-  return experts_per_token(cfg) * accounting.mlp_flops(cfg, expert_hidden(cfg))
+  return experts_per_token(cfg) * flops.mlp_flops(cfg, expert_hidden(cfg))
 
 
-@accounting.register_flops("moe")
 def moe_block_flops(cfg: ModelConfig, seq_len: int) -> float:
-  return (accounting.attention_flops(cfg, seq_len) + _expert_flops(cfg)
+  return (flops.attention_flops(cfg, seq_len) + _expert_flops(cfg)
           + routing_flops(cfg, train=False))
 
 
-@accounting.register_train_flops("moe")
 def moe_block_train_flops(cfg: ModelConfig, seq_len: int) -> float:
-  return (3 * (accounting.attention_flops(cfg, seq_len) + _expert_flops(cfg))
+  return (3 * (flops.attention_flops(cfg, seq_len) + _expert_flops(cfg))
           + routing_flops(cfg, train=True))
 
 
-@accounting.register_inactive("moe")
 def moe_inactive_params(cfg: ModelConfig) -> float:
   """Expert parameters a token does not use: (E - experts per token) experts."""
-  matrices = 3 if cfg.activation in ("swiglu", "geglu") else 2
-  per_expert = matrices * cfg.d_model * expert_hidden(cfg)
+  per_expert = flops.mlp_matrices(cfg) * cfg.d_model * expert_hidden(cfg)
   return (cfg.moe.num_experts - experts_per_token(cfg)) * per_expert
+
+
+# ---- options, preparation ------------------------------------------------------------------
+
+
+def validate(cfg) -> None:
+  """Router kind, expert counts, capacity, hash map; BASE's equal split of each group."""
+  mo, p = cfg.model.moe, "model.moe."
+  one_of(p + "router", mo.router, tuple(ROUTERS))
+  positive(p + "num_experts", mo.num_experts)
+  if mo.router in ("switch", "base", "hash") and mo.top_k != 1:
+    raise ConfigError(p + "top_k", mo.top_k, f"1 with {p}router={mo.router!r}")
+  if mo.router == "topk" and not 2 <= mo.top_k <= mo.num_experts:
+    raise ConfigError(p + "top_k", mo.top_k,
+                      f"2 <= top_k <= {p}num_experts={mo.num_experts} with router 'topk'")
+  if mo.router == "expert_choice" and mo.top_k < 1:
+    raise ConfigError(p + "top_k", mo.top_k, ">= 1")
+  positive(p + "capacity_factor", mo.capacity_factor, allow_zero=True)
+  if mo.capacity_factor == 0 and mo.router == "expert_choice":
+    raise ConfigError(p + "capacity_factor", 0.0,
+                      "> 0 with router 'expert_choice' (0, dropless, is for token choice)")
+  positive(p + "granularity", mo.granularity)
+  if cfg.model.hidden_size % mo.granularity:
+    raise ConfigError(p + "granularity", mo.granularity,
+                      f"a divisor of the MLP hidden size {cfg.model.hidden_size}")
+  positive(p + "aux_loss_weight", mo.aux_loss_weight, allow_zero=True)
+  positive(p + "z_loss_weight", mo.z_loss_weight, allow_zero=True)
+  positive(p + "noop_experts", mo.noop_experts, allow_zero=True)
+  if mo.noop_experts and mo.router not in ("switch", "topk"):
+    raise ConfigError(p + "noop_experts", mo.noop_experts,
+                      f"0 with {p}router={mo.router!r} (no-op experts need 'switch' or 'topk')")
+  if mo.router == "topk" and mo.top_k > mo.num_choices:
+    raise ConfigError(p + "top_k", mo.top_k, f"<= {p}num_experts + {p}noop_experts")
+  one_of(p + "hash_kind", mo.hash_kind, HASH_KINDS)
+  if mo.hash_frequencies and not os.path.isfile(mo.hash_frequencies):
+    raise ConfigError(p + "hash_frequencies", mo.hash_frequencies, "an existing .npy file, or ''")
+  one_of(p + "backend", mo.backend, BACKENDS)
+  if mo.router == "base" and "moe" in cfg.model.pattern and cfg.seq_len % mo.num_experts:
+    raise ConfigError(p + "num_experts", mo.num_experts,
+                      f"a divisor of the seq_len={cfg.seq_len} tokens a block 'moe' routes "
+                      "with router 'base' (BASE gives each expert an equal share)")
+
+
+def routes_experts(model_cfg: ModelConfig) -> bool:
+  """Some block of the pattern reads the `moe` options (an MoE layer, or one inside MoDE)."""
+  return any("moe" in registry.block(kind).uses for kind in set(model_cfg.pattern))
+
+
+def prepare(cfg, tokenizer, echo):
+  """A balanced Hash layer without a counts file gets the training corpus's token counts
+  (Roller et al. 2021 balance by training-data frequency); config.json records the file."""
+  mo = cfg.model.moe
+  if not (routes_experts(cfg.model) and mo.router == "hash" and mo.hash_kind == "balanced"
+          and not mo.hash_frequencies):
+    return cfg
+  path = token_counts.train_token_counts(cfg.data, tokenizer)
+  echo(f"balanced hash: token counts of the training corpus in {path}")
+  moe = dataclasses.replace(mo, hash_frequencies=path)
+  return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, moe=moe))
+
+
+FAMILY = registry.register(registry.Family(
+    name="mixture_of_experts",
+    options={"moe": MoeConfig},
+    blocks=(registry.BlockKind(
+        "moe", MoeBlock, moe_block_flops, moe_block_train_flops,
+        inactive_params=moe_inactive_params, uses=("moe",), flops_rtol=0.03,
+        example={"pattern": ("dense", "moe"), "moe": {"num_experts": 4, "capacity_factor": 1.0}},
+        decode_example={"moe": {"capacity_factor": 0.0}}),),
+    validate=validate,
+    prepare=prepare,
+    local_fields=("moe.hash_frequencies",),
+))

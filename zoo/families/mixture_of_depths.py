@@ -33,20 +33,39 @@ c = k / L, attention scores with c^2 (kept queries times kept keys).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
+import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from pallas_kernels.route_gather import route_gather
 from pallas_kernels.route_scatter import route_scatter
-from zoo import accounting
-from zoo.config import ModelConfig
-from zoo.models import registry
+from zoo import plotting, registry, sharding
+from zoo.config import ConfigError, ModelConfig, one_of, positive
 from zoo.models.parts import Context, param
+
+
+@dataclasses.dataclass(frozen=True)
+class ModConfig:
+  """Options of block "mod" (`model.mod`); staged MoDE uses them too."""
+
+  capacity: float = 0.125  # c: fraction of each sequence's tokens a routed block processes
+  routing: str = "learned"  # "learned": top-k of r = w.x; "stochastic": of Gaussian noise
+  router_loss_weight: float = 0.01  # BCE of the router logits vs the top-k (method a)
+  predictor_loss_weight: float = 0.1  # BCE of the causal MLP predictor (method b)
+  predictor_hidden: int = 0  # the predictor's hidden width (0: d_model // 4)
+  decode: str = "predictor"  # what decides causally when sampling: "predictor" or "router"
+  decode_threshold: float = 0.0  # decode="router": r > threshold processes the token
+
+
+ROUTING = ("learned", "stochastic")
+DECODE = ("predictor", "router")
 
 
 def capacity_tokens(capacity: float, length: int) -> int:
@@ -116,13 +135,12 @@ def _masked_mean(v_BL, real_BL):
   return jnp.sum(v_BL * real_BL) / jnp.maximum(jnp.sum(real_BL), 1.0)
 
 
-@registry.register("mod")
 class MoDBlock(nnx.Module):
   """A block around which tokens are routed by capacity (see the module docstring).
 
   The routed block is `inner_kind` (a registered block kind; staged MoDE routes around an
   MoE block the same way), and its aux (an MoE router's losses) is passed on. Set `record
-  = True` (zoo.routing does) to also return the [B, L] routing decisions as aux
+  = True` (the statistics and figures below do) to also return the [B, L] routing decisions as aux
   "routed_mask", for routing maps; training leaves it off.
   """
 
@@ -130,7 +148,7 @@ class MoDBlock(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.mod = cfg.mod
-    self.block = registry.make_block(self.inner_kind, cfg, rngs=rngs)
+    self.block = registry.block(self.inner_kind).build(cfg, rngs=rngs)
     self.router_D = param(rngs, (cfg.d_model,), ("embed",), cfg.init_std)
     self.predictor = Predictor(cfg, rngs=rngs)
     self.record = False
@@ -217,13 +235,12 @@ def routed_block_flops(cfg: ModelConfig, seq_len: int, inner_kind: str, *,
   """
   k = capacity_tokens(cfg.mod.capacity, seq_len)
   if train:
-    inner = accounting.block_train_flops(cfg, inner_kind, k)
+    inner = registry.block(inner_kind).train(cfg, k)
     return k / seq_len * inner + 3 * _router_flops(cfg) + 2 * predictor_flops(cfg)
-  inner = accounting.block_flops(cfg, inner_kind, k)
+  inner = registry.block(inner_kind).forward_flops(cfg, k)
   return k / seq_len * inner + _router_flops(cfg) + predictor_flops(cfg)
 
 
-@accounting.register_flops("mod")
 def mod_block_flops(cfg: ModelConfig, seq_len: int) -> float:
   """Forward FLOPs per sequence token: c (projections + MLP) + c^2 scores + router + predictor."""
   return routed_block_flops(cfg, seq_len, "dense", train=False)
@@ -238,7 +255,111 @@ def predictor_flops(cfg: ModelConfig) -> float:
   return 2 * cfg.d_model * h + 2 * h
 
 
-@accounting.register_train_flops("mod")
 def mod_block_train_flops(cfg: ModelConfig, seq_len: int) -> float:
   """3 x forward, except the predictor: its input is stop-gradient, so no input gradient."""
   return routed_block_flops(cfg, seq_len, "dense", train=True)
+
+
+def validate(cfg) -> None:
+  mod, p = cfg.model.mod, "model.mod."
+  if not 0.0 < mod.capacity <= 1.0:
+    raise ConfigError(p + "capacity", mod.capacity, "0 < capacity <= 1")
+  one_of(p + "routing", mod.routing, ROUTING)
+  one_of(p + "decode", mod.decode, DECODE)
+  positive(p + "router_loss_weight", mod.router_loss_weight, allow_zero=True)
+  positive(p + "predictor_loss_weight", mod.predictor_loss_weight, allow_zero=True)
+  positive(p + "predictor_hidden", mod.predictor_hidden, allow_zero=True)
+
+
+# ---- what eval.py reports and draws for a run with routed blocks ---------------------------
+
+STATISTICS = ("routed_fraction", "predictor_accuracy", "router_accuracy", "router_mean",
+              "router_std", "router_kept_mean")
+
+
+def routed_blocks(model: nnx.Module) -> list[MoDBlock]:
+  return [m for _, m in nnx.iter_modules(model) if isinstance(m, MoDBlock)]
+
+
+def recorded_forward(model: nnx.Module):
+  """A jitted `fn(batch) -> aux` whose routed layers also return their [B, L] "routed_mask"."""
+  blocks = routed_blocks(model)
+  for block in blocks:
+    block.record = True
+  graphdef, state = nnx.split(model)  # the graph keeps record=True; the model does not
+  for block in blocks:
+    block.record = False
+
+  @jax.jit
+  def forward(state, inputs, positions, segment_ids):
+    return nnx.merge(graphdef, state)(inputs, positions, segment_ids)[1]
+
+  return lambda b: forward(state, b["inputs"], b["positions"], b["segment_ids"])
+
+
+def statistics(run, num_batches: int) -> dict:
+  """Mean routing statistics over validation batches, overall ("mod_*") and per layer:
+  the fraction of tokens processed, and how often the causal substitutes used for sampling
+  (the predictor, the router logit against its threshold) agree with the top-k decisions."""
+  model = run.model()
+  if not routed_blocks(model):
+    return {}
+  forward = recorded_forward(model)
+  sums, count = collections.defaultdict(float), 0
+  with sharding.activate(run.mesh):
+    for batch in run.eval_batches(num_batches):
+      aux = jax.device_get(forward(sharding.global_batch(batch, run.mesh)))
+      for key, value in aux.items():
+        layer, name = key.split("/", 1)
+        if name in STATISTICS:
+          sums[(layer, name)] += float(value)
+      count += 1
+  layers = collections.defaultdict(dict)
+  for (layer, name), total in sums.items():
+    layers[layer][name] = total / max(count, 1)
+  result = {f"mod_{name}": float(np.mean([s[name] for s in layers.values()]))
+            for name in ("predictor_accuracy", "router_accuracy", "routed_fraction")}
+  return {**result, "mod_layers": dict(layers)}
+
+
+def routing_masks(run, num_tokens: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Top-k routing decisions (as in training) over the first validation sequence:
+  ([layers, T] 1 processed / 0 routed around / nan a layer that processes every token,
+  token ids [T], segment ids [T])."""
+  forward = recorded_forward(run.model())
+  batch = next(iter(run.eval_batches(1)))
+  with sharding.activate(run.mesh):
+    aux = jax.device_get(forward(sharding.global_batch(batch, run.mesh)))
+  grid = np.full((run.cfg.model.num_layers, num_tokens), np.nan)
+  for key, value in aux.items():
+    if key.endswith("/routed_mask"):
+      grid[int(key.split("/")[0][len("layer_"):])] = np.asarray(value)[0, :num_tokens]
+  return grid, np.asarray(batch["inputs"])[0, :num_tokens], np.asarray(
+      batch["segment_ids"])[0, :num_tokens]
+
+
+def figures(run, directory: str, *, num_tokens: int = 64) -> list[str]:
+  """The routing map (Raposo et al. 2024, figure 5): which tokens each layer processed."""
+  model = run.model()
+  if not routed_blocks(model):
+    return []
+  grid, tokens, segments = routing_masks(run, num_tokens)
+  labels = [run.tokenizer.decode([int(t)]) for t in tokens]
+  path = os.path.join(directory, "routing_map.png")
+  plotting.routing_map(grid, labels, segments > 0, path,
+                       title=f"Mixture-of-Depths routing, {os.path.basename(run.workdir)} "
+                             f"step {run.step}")
+  return [path]
+
+
+FAMILY = registry.register(registry.Family(
+    name="mixture_of_depths",
+    options={"mod": ModConfig},
+    blocks=(registry.BlockKind(
+        "mod", MoDBlock, mod_block_flops, mod_block_train_flops, lookahead=True, uses=("mod",),
+        flops_rtol=0.06,  # XLA drops part of the predictor (it only feeds an aux loss)
+        example={"pattern": ("dense", "mod"), "mod": {"capacity": 0.5}}),),
+    validate=validate,
+    statistics=statistics,
+    figures=figures,
+))

@@ -30,6 +30,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pallas_kernels import dropless, expert_dispatch, route_gather, route_scatter  # noqa: E402
+from zoo.models.routers import capacity_per_expert  # noqa: E402
 
 
 def _timeit(fn, args, iters: int, chain: bool = False) -> float:
@@ -100,7 +101,7 @@ def _moe_cases(tokens, widths, expert_counts, dtype, k=2, capacity_factor=1.25):
   for width in widths:
     for experts in expert_counts:
       hidden = max(128, 4 * width * 8 // experts)
-      cap = expert_dispatch.capacity_per_expert(tokens, experts, capacity_factor, k)
+      cap = capacity_per_expert(tokens, experts, capacity_factor, k)
       ks = jax.random.split(jax.random.key(width + experts), 4)
       x = jax.random.normal(ks[0], (tokens, width), dtype)
       gate, idx = jax.lax.top_k(jax.nn.softmax(jax.random.normal(ks[1], (tokens, experts))), k)

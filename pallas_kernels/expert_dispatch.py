@@ -1,11 +1,11 @@
 """Mixture-of-Experts dispatch and combine with a fixed capacity per expert.
 
-Glossary: T tokens (one routing group), K experts per token, E experts, C capacity (slots per
-expert), D width.
+Glossary (zoo/__init__.py): T tokens (one routing group), R routes per token (the experts a
+token is sent to), E experts, C capacity (slots per expert), D width.
 
 Routers upstream supply only indices and gates:
 
-* token choice (Switch top-1, top-k; Fedus et al., 2021): ``expert_idx_TK`` and ``gate_TK``.
+* token choice (Switch top-1, top-k; Fedus et al., 2021): ``expert_idx_TR`` and ``gate_TR``.
   Slots are filled first come, first served in the order (choice rank k, then token t): every
   token's first choice is placed before any token's second choice, and within a rank earlier
   tokens win (as flaxformer's ``TokensChooseMaskedRouter``). A choice that finds its expert
@@ -37,32 +37,32 @@ from pallas_kernels.route_scatter import gather_dot, scatter_add_rows
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["slot_token_EC", "slot_gate_EC", "slot_TK", "gate_TK"],
+                   data_fields=["slot_token_EC", "slot_gate_EC", "slot_TR", "gate_TR"],
                    meta_fields=["num_tokens"])
 @dataclasses.dataclass(frozen=True)
 class DispatchInfo:
-  """Where every token went. ``slot_TK``/``gate_TK`` are None for expert choice."""
+  """Where every token went. ``slot_TR``/``gate_TR`` are None for expert choice."""
 
   slot_token_EC: jax.Array  # int32, token in each slot, -1 if empty
   slot_gate_EC: jax.Array  # gate of the token in each slot, 0 if empty
-  slot_TK: jax.Array | None  # int32, flat slot e * C + c of each choice, -1 if dropped
-  gate_TK: jax.Array | None
+  slot_TR: jax.Array | None  # int32, flat slot e * C + c of each choice, -1 if dropped
+  gate_TR: jax.Array | None
   num_tokens: int
 
   def dropped_fraction(self) -> jax.Array:
     """Fraction of token-choice assignments that found their expert full."""
-    return jnp.mean((self.slot_TK < 0).astype(jnp.float32))
+    return jnp.mean((self.slot_TR < 0).astype(jnp.float32))
 
 
-def route_token_choice(expert_idx_TK: jax.Array, gate_TK: jax.Array, num_experts: int,
+def route_token_choice(expert_idx_TR: jax.Array, gate_TR: jax.Array, num_experts: int,
                        capacity: int) -> DispatchInfo:
   """Assigns slots first come, first served in (rank, token) order (pure jnp, O(TK log TK)).
 
   An expert index below 0 means "no expert" (MoDE's no-op experts): that choice takes no
   slot and adds nothing, like a dropped one.
   """
-  num_tokens, k = expert_idx_TK.shape
-  expert_P = expert_idx_TK.T.reshape(-1).astype(jnp.int32)  # priority order: rank, then token
+  num_tokens, k = expert_idx_TR.shape
+  expert_P = expert_idx_TR.T.reshape(-1).astype(jnp.int32)  # priority order: rank, then token
   valid_P = expert_P >= 0
   key_P = jnp.where(valid_P, expert_P, num_experts)  # "no expert" sorts after every expert
   order = jnp.argsort(key_P, stable=True)
@@ -73,15 +73,15 @@ def route_token_choice(expert_idx_TK: jax.Array, gate_TK: jax.Array, num_experts
   kept_P = valid_P & (rank_P < capacity)
   slot_P = jnp.where(kept_P, expert_P * capacity + rank_P, -1)
   token_P = jnp.tile(jnp.arange(num_tokens, dtype=jnp.int32), k)
-  gate_P = gate_TK.T.reshape(-1)
+  gate_P = gate_TR.T.reshape(-1)
   target = jnp.where(kept_P, slot_P, num_experts * capacity)  # dropped: out of range
   empty = jnp.full((num_experts * capacity,), -1, jnp.int32)
   slot_token = empty.at[target].set(token_P, mode="drop", unique_indices=True)
-  slot_gate = jnp.zeros((num_experts * capacity,), gate_TK.dtype).at[target].set(
+  slot_gate = jnp.zeros((num_experts * capacity,), gate_TR.dtype).at[target].set(
       gate_P, mode="drop", unique_indices=True)
   return DispatchInfo(slot_token.reshape(num_experts, capacity),
                       slot_gate.reshape(num_experts, capacity),
-                      slot_P.reshape(k, num_tokens).T, gate_TK, num_tokens)
+                      slot_P.reshape(k, num_tokens).T, gate_TR, num_tokens)
 
 
 def route_expert_choice(token_idx_EC: jax.Array, gate_EC: jax.Array,
@@ -102,10 +102,10 @@ def combine_reference(y_ECD: jax.Array, info: DispatchInfo, x_TD: jax.Array | No
   out_dtype = y_ECD.dtype if x_TD is None else x_TD.dtype
   acc = (jnp.zeros((info.num_tokens, width), jnp.float32) if x_TD is None
          else x_TD.astype(jnp.float32))
-  if info.slot_TK is not None:  # token choice: a gather of K rows per token
+  if info.slot_TR is not None:  # token choice: a gather of K rows per token
     y_flat = y_ECD.reshape(num_experts * cap, width).astype(jnp.float32)
-    valid = (info.slot_TK >= 0)[..., None]
-    rows = y_flat[jnp.maximum(info.slot_TK, 0)] * info.gate_TK.astype(jnp.float32)[..., None]
+    valid = (info.slot_TR >= 0)[..., None]
+    rows = y_flat[jnp.maximum(info.slot_TR, 0)] * info.gate_TR.astype(jnp.float32)[..., None]
     return (acc + jnp.sum(jnp.where(valid, rows, 0.0), axis=1)).astype(out_dtype)
   upd = info.slot_gate_EC.astype(jnp.float32)[..., None] * y_ECD.astype(jnp.float32)
   tok = info.slot_token_EC.reshape(-1)
@@ -117,24 +117,24 @@ def combine_reference(y_ECD: jax.Array, info: DispatchInfo, x_TD: jax.Array | No
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _dispatch_pallas(x_TD, slot_token_EC, slot_TK, backend, block_sizes):
+def _dispatch_pallas(x_TD, slot_token_EC, slot_TR, backend, block_sizes):
   return gather_rows(x_TD[None], slot_token_EC[:, None, :], block_sizes=block_sizes,
                      interpret=_common.interpret_arg(backend))
 
 
-def _dispatch_fwd(x_TD, slot_token_EC, slot_TK, backend, block_sizes):
-  out = _dispatch_pallas(x_TD, slot_token_EC, slot_TK, backend, block_sizes)
+def _dispatch_fwd(x_TD, slot_token_EC, slot_TR, backend, block_sizes):
+  out = _dispatch_pallas(x_TD, slot_token_EC, slot_TR, backend, block_sizes)
   # Residuals must be arrays: keep T and the dtype as an empty one.
-  return out, (slot_token_EC, slot_TK, jnp.zeros((x_TD.shape[0], 0), x_TD.dtype))
+  return out, (slot_token_EC, slot_TR, jnp.zeros((x_TD.shape[0], 0), x_TD.dtype))
 
 
 def _dispatch_bwd(backend, block_sizes, res, dx_ECD):
-  slot_token_EC, slot_TK, like = res
+  slot_token_EC, slot_TR, like = res
   num_tokens, dtype = like.shape[0], like.dtype
   num_experts, cap, width = dx_ECD.shape
   interpret = _common.interpret_arg(backend)
-  if slot_TK is not None:  # token choice: each token sums its K slots
-    dx = gather_rows(dx_ECD.reshape(1, num_experts * cap, width), slot_TK.T[None],
+  if slot_TR is not None:  # token choice: each token sums its K slots
+    dx = gather_rows(dx_ECD.reshape(1, num_experts * cap, width), slot_TR.T[None],
                      out_dtype=dtype, block_sizes=block_sizes, interpret=interpret)[0]
   else:  # expert choice: tokens repeat across experts, scatter-add expert by expert
     zeros = jnp.zeros((1, num_tokens, width), jnp.float32)
@@ -147,31 +147,31 @@ _dispatch_pallas.defvjp(_dispatch_fwd, _dispatch_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
-def _combine_topk_pallas(y_ECD, x_TD, gate_TK, slot_TK, slot_token_EC, slot_gate_EC, backend,
+def _combine_topk_pallas(y_ECD, x_TD, gate_TR, slot_TR, slot_token_EC, slot_gate_EC, backend,
                          block_sizes):
   num_experts, cap, width = y_ECD.shape
-  return gather_rows(y_ECD.reshape(1, num_experts * cap, width), slot_TK.T[None], gate_TK.T[None],
+  return gather_rows(y_ECD.reshape(1, num_experts * cap, width), slot_TR.T[None], gate_TR.T[None],
                      x_TD[None], out_dtype=x_TD.dtype, block_sizes=block_sizes,
                      interpret=_common.interpret_arg(backend))[0]
 
 
-def _combine_topk_fwd(y_ECD, x_TD, gate_TK, slot_TK, slot_token_EC, slot_gate_EC, backend,
+def _combine_topk_fwd(y_ECD, x_TD, gate_TR, slot_TR, slot_token_EC, slot_gate_EC, backend,
                       block_sizes):
-  out = _combine_topk_pallas(y_ECD, x_TD, gate_TK, slot_TK, slot_token_EC, slot_gate_EC,
+  out = _combine_topk_pallas(y_ECD, x_TD, gate_TR, slot_TR, slot_token_EC, slot_gate_EC,
                              backend, block_sizes)
-  return out, (y_ECD, gate_TK, slot_TK, slot_token_EC, slot_gate_EC)
+  return out, (y_ECD, gate_TR, slot_TR, slot_token_EC, slot_gate_EC)
 
 
 def _combine_topk_bwd(backend, block_sizes, res, g_TD):
-  y_ECD, gate_TK, slot_TK, slot_token_EC, slot_gate_EC = res
+  y_ECD, gate_TR, slot_TR, slot_token_EC, slot_gate_EC = res
   num_experts, cap, width = y_ECD.shape
   interpret = _common.interpret_arg(backend)
   dy = gather_rows(g_TD[None], slot_token_EC.reshape(1, 1, -1), slot_gate_EC.reshape(1, 1, -1),
                    out_dtype=y_ECD.dtype, block_sizes=block_sizes, interpret=interpret)
-  dgate_KT, _ = gather_dot(y_ECD.reshape(1, num_experts * cap, width), slot_TK.T, g_TD[None],
+  dgate_RT, _ = gather_dot(y_ECD.reshape(1, num_experts * cap, width), slot_TR.T, g_TD[None],
                            block_sizes=block_sizes, interpret=interpret)
-  # The output does not depend on slot_gate_EC (it is gate_TK rearranged, used above for dy).
-  return (dy.reshape(y_ECD.shape), g_TD, dgate_KT.T.astype(gate_TK.dtype), None, None, None)
+  # The output does not depend on slot_gate_EC (it is gate_TR rearranged, used above for dy).
+  return (dy.reshape(y_ECD.shape), g_TD, dgate_RT.T.astype(gate_TR.dtype), None, None, None)
 
 
 _combine_topk_pallas.defvjp(_combine_topk_fwd, _combine_topk_bwd)
@@ -209,22 +209,22 @@ def dispatch_tokens(x_TD: jax.Array, info: DispatchInfo, *, backend: str | None 
   backend = _common.resolve_backend(backend)
   if backend == "xla":
     return dispatch_reference(x_TD, info)
-  return _dispatch_pallas(x_TD, info.slot_token_EC, info.slot_TK, backend, block_sizes)
+  return _dispatch_pallas(x_TD, info.slot_token_EC, info.slot_TR, backend, block_sizes)
 
 
-def dispatch(x_TD: jax.Array, expert_idx_TK: jax.Array, gate_TK: jax.Array, num_experts: int,
+def dispatch(x_TD: jax.Array, expert_idx_TR: jax.Array, gate_TR: jax.Array, num_experts: int,
              capacity: int, *, backend: str | None = None,
              block_sizes: BlockSizes = BlockSizes()) -> tuple[jax.Array, DispatchInfo]:
   """Token-choice dispatch with a capacity: returns ``(x_ECD, info)`` for ``combine``.
 
   Args:
     x_TD: tokens of one routing group (shard groups with ``jax.shard_map``).
-    expert_idx_TK: int chosen experts, rank 0 first.
-    gate_TK: gate weights, differentiable (through ``combine``).
+    expert_idx_TR: int chosen experts, rank 0 first.
+    gate_TR: gate weights, differentiable (through ``combine``).
     num_experts, capacity: E and C (slots per expert: the router's capacity rule).
     backend: "xla", "pallas_tpu", "pallas_interpret", or None to pick by platform.
   """
-  info = route_token_choice(expert_idx_TK, gate_TK, num_experts, capacity)
+  info = route_token_choice(expert_idx_TR, gate_TR, num_experts, capacity)
   return dispatch_tokens(x_TD, info, backend=backend, block_sizes=block_sizes), info
 
 
@@ -246,8 +246,8 @@ def combine(y_ECD: jax.Array, info: DispatchInfo, x_TD: jax.Array | None = None,
   if x_TD is None:
     x_TD = jnp.zeros((info.num_tokens, y_ECD.shape[-1]), y_ECD.dtype)
   _common.check_float_dtype(x_TD, "x_TD")
-  if info.slot_TK is not None:
-    return _combine_topk_pallas(y_ECD, x_TD, info.gate_TK, info.slot_TK, info.slot_token_EC,
+  if info.slot_TR is not None:
+    return _combine_topk_pallas(y_ECD, x_TD, info.gate_TR, info.slot_TR, info.slot_token_EC,
                                 info.slot_gate_EC, backend, block_sizes)
   return _combine_ec_pallas(y_ECD, x_TD, info.slot_gate_EC, info.slot_token_EC, backend,
                             block_sizes)

@@ -1,7 +1,8 @@
 """Capacity-limited row gather for Mixture-of-Depths routing (Raposo et al., 2024).
 
-Glossary: B batch, L length, C capacity (tokens kept per row), D width, K rows summed per
-output row, N output rows, S source batch (B, or 1 for a source shared by every batch row).
+Glossary (zoo/__init__.py): B batch, L length, C capacity (tokens kept per row), D width, R rows
+summed per output row, N output rows, S source batch (B, or 1 for a source shared by every
+batch row).
 
     route_gather(x_BLD, idx_BC)[b, c] = x_BLD[b, idx_BC[b, c]]
 
@@ -47,11 +48,11 @@ def route_gather_reference(x_BLD: jax.Array, idx_BC: jax.Array) -> jax.Array:
   return jnp.take_along_axis(x_BLD, idx_BC[:, :, None], axis=1)
 
 
-def lane_blocks(a_BKN: jax.Array, tn: int, fill) -> jax.Array:
+def lane_blocks(a_BRN: jax.Array, tn: int, fill) -> jax.Array:
   """(B, K, N) -> (B, N/tn, K, tn): one lane-dense (K, tn) block per grid step."""
-  batch, k, n = a_BKN.shape
+  batch, k, n = a_BRN.shape
   nb = pl.cdiv(n, tn)
-  a = jnp.pad(a_BKN, ((0, 0), (0, 0), (0, nb * tn - n)), constant_values=fill)
+  a = jnp.pad(a_BRN, ((0, 0), (0, 0), (0, nb * tn - n)), constant_values=fill)
   return a.reshape(batch, k, nb, tn).transpose(0, 2, 1, 3)
 
 
@@ -138,7 +139,7 @@ def _gather_rows_kernel(*refs, num_k, shared_src, packed, bitcast_src, has_w, ha
   out_ref[0] = acc.astype(out_ref.dtype)
 
 
-def gather_rows(src_SRD: jax.Array, idx_BKN: jax.Array, w_BKN: jax.Array | None = None,
+def gather_rows(src_SRD: jax.Array, idx_BRN: jax.Array, w_BRN: jax.Array | None = None,
                 resid_BND: jax.Array | None = None, *, out_dtype=None,
                 block_sizes: BlockSizes = BlockSizes(),
                 interpret: pltpu.InterpretParams | bool = False) -> jax.Array:
@@ -148,7 +149,7 @@ def gather_rows(src_SRD: jax.Array, idx_BKN: jax.Array, w_BKN: jax.Array | None 
   contributes nothing. Sums are float32, rounded once to ``out_dtype`` (default src dtype).
   """
   num_src, _, width = src_SRD.shape
-  batch, num_k, n = idx_BKN.shape
+  batch, num_k, n = idx_BRN.shape
   if num_src not in (1, batch):
     raise ValueError(f"source batch {num_src} must be 1 or {batch}")
   out_dtype = jnp.dtype(out_dtype or src_SRD.dtype)
@@ -156,13 +157,13 @@ def gather_rows(src_SRD: jax.Array, idx_BKN: jax.Array, w_BKN: jax.Array | None 
   src, packed, bitcast_src = source_operand(src_SRD, interpret)
   tn = _common.rows_per_step(n, block_sizes.rows)
   grid = (batch, pl.cdiv(n, tn))
-  idx_blocks = lane_blocks(idx_BKN.astype(jnp.int32), tn, -1)
+  idx_blocks = lane_blocks(idx_BRN.astype(jnp.int32), tn, -1)
   meta_spec = pl.BlockSpec((None, None, num_k, tn), lambda b, j: (b, j, 0, 0))
   smem_spec = pl.BlockSpec((None, None, num_k, tn), lambda b, j: (b, j, 0, 0),
                            memory_space=pltpu.SMEM)
   operands, in_specs = [idx_blocks, idx_blocks], [smem_spec, meta_spec]
-  if w_BKN is not None:
-    operands.append(lane_blocks(w_BKN.astype(jnp.float32), tn, 0.0))
+  if w_BRN is not None:
+    operands.append(lane_blocks(w_BRN.astype(jnp.float32), tn, 0.0))
     in_specs.append(meta_spec)
   operands.append(src)
   in_specs.append(pl.BlockSpec(memory_space=pl.ANY))
@@ -171,7 +172,7 @@ def gather_rows(src_SRD: jax.Array, idx_BKN: jax.Array, w_BKN: jax.Array | None 
     in_specs.append(pl.BlockSpec((1, tn, width), lambda b, j: (b, j, 0)))
   kernel = functools.partial(
       _gather_rows_kernel, num_k=num_k, shared_src=num_src == 1, packed=packed,
-      bitcast_src=bitcast_src, has_w=w_BKN is not None, has_resid=resid_BND is not None)
+      bitcast_src=bitcast_src, has_w=w_BRN is not None, has_resid=resid_BND is not None)
   bytes_moved = (batch * n * width * (num_k * itemsize + out_dtype.itemsize)
                  + (0 if resid_BND is None else resid_BND.size * resid_BND.dtype.itemsize))
   return pl.pallas_call(

@@ -1,6 +1,6 @@
 """Weighted scatter-add of block outputs back into the residual stream (Mixture-of-Depths).
 
-Glossary: B batch, L length, C capacity (kept positions per row), D width.
+Glossary (zoo/__init__.py): B batch, L length, C capacity (kept positions per row), D width.
 
     route_scatter(x_BLD, y_BCD, w_BC, idx_BC)[b, l] = x[b, l] + w[b, c] * y[b, c]  if l = idx[b, c]
                                                      = x[b, l]                     otherwise

@@ -16,7 +16,7 @@ from zoo.models import hashing
 from zoo.models.assignment import balanced_assignment
 from zoo.families.mixture_of_experts import MoeMLP
 from zoo.models.parts import Context
-from zoo.models.routers import load_balance_loss
+from zoo.models.routers import capacity_per_expert, load_balance_loss
 from zoo.testing import tiny_model
 
 B, L, D = 2, 16, 32
@@ -252,3 +252,9 @@ def test_pallas_kernels_match_xla(moe):
   np.testing.assert_allclose(val, ref_val, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                grads, ref_grads)
+
+
+def test_capacity_rule():
+  """ceil(capacity_factor k T / E) slots per expert, at least one."""
+  assert capacity_per_expert(40, 4, 1.25, 2) == 25
+  assert capacity_per_expert(3, 8, 1.0) == 1

@@ -57,7 +57,7 @@ def sorted_positions(rng: np.random.Generator, batch: int, length: int, capacity
 
 
 def top_k_routing(rng: np.random.Generator, tokens: int, experts: int, k: int):
-  """Softmax router, top-k: (expert_idx_TK int32, gate_TK float32, bfloat16-exact)."""
+  """Softmax router, top-k: (expert_idx_TR int32, gate_TR float32, bfloat16-exact)."""
   logits = rng.standard_normal((tokens, experts))
   probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
   expert_idx = np.argsort(-probs, axis=1, kind="stable")[:, :k]

@@ -19,7 +19,7 @@ def test_sort_by_expert_is_a_stable_grouping():
   flat = np.asarray(expert_idx).reshape(-1)
   np.testing.assert_array_equal(info.assign_M, np.argsort(flat, kind="stable"))
   np.testing.assert_array_equal(info.group_sizes_E, np.bincount(flat, minlength=5))
-  np.testing.assert_array_equal(np.asarray(info.assign_M)[np.asarray(info.pos_TK).reshape(-1)],
+  np.testing.assert_array_equal(np.asarray(info.assign_M)[np.asarray(info.pos_TR).reshape(-1)],
                                 np.arange(flat.size))
 
 

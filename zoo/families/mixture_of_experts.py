@@ -140,9 +140,9 @@ class MoeMLP(nnx.Module):
   def __call__(self, h_BLD, ctx: Context):
     routing = self.router(h_BLD, ctx)
     weight_BL = (ctx.segment_ids_BL > 0).astype(jnp.float32)
-    if routing.expert_idx_BLK is not None:  # padding (and tokens MoD routes around) takes
-      routing.expert_idx_BLK = jnp.where(  # no slot and costs no expert compute
-          weight_BL[..., None] > 0, routing.expert_idx_BLK, -1)
+    if routing.expert_idx_BLR is not None:  # padding (and tokens MoD routes around) takes
+      routing.expert_idx_BLR = jnp.where(  # no slot and costs no expert compute
+          weight_BL[..., None] > 0, routing.expert_idx_BLR, -1)
     if routing.token_idx_BEC is not None:
       y_BLD, stats = self._expert_choice(h_BLD, routing, weight_BL)
     elif routing.capacity:
@@ -159,36 +159,36 @@ class MoeMLP(nnx.Module):
 
   def _capacity(self, h_BLD, routing: Routing, weight_BL):
     b, l, d = h_BLD.shape
-    e, c, k = self.num_experts, routing.capacity, routing.expert_idx_BLK.shape[-1]
+    e, c, k = self.num_experts, routing.capacity, routing.expert_idx_BLR.shape[-1]
     # One dispatch over all B x L tokens with B x E "virtual experts" (expert e of group b
     # is b * E + e): slots still go first come, first served in (rank, token) order within
     # each group, exactly as routing each group alone, without vmapping the Pallas kernels.
-    offset_BLK = (jnp.arange(b) * e)[:, None, None]
-    virtual_BLK = jnp.where(routing.expert_idx_BLK >= 0, routing.expert_idx_BLK + offset_BLK, -1)
+    offset_BLR = (jnp.arange(b) * e)[:, None, None]
+    virtual_BLR = jnp.where(routing.expert_idx_BLR >= 0, routing.expert_idx_BLR + offset_BLR, -1)
     x_GCD, info = expert_dispatch.dispatch(
-        h_BLD.reshape(b * l, d), virtual_BLK.reshape(b * l, k),
-        routing.gate_BLK.reshape(b * l, k).astype(h_BLD.dtype), b * e, c, backend=self.backend)
+        h_BLD.reshape(b * l, d), virtual_BLR.reshape(b * l, k),
+        routing.gate_BLR.reshape(b * l, k).astype(h_BLD.dtype), b * e, c, backend=self.backend)
     y_BECD = self.experts(x_GCD.reshape(b, e, c, d))
     y_TD = expert_dispatch.combine(y_BECD.reshape(b * e, c, d), info, None, backend=self.backend)
     # Dropped: choices of a real expert that found it full (a no-op choice is not a drop).
-    chosen_BLK = (routing.expert_idx_BLK >= 0).astype(jnp.float32) * weight_BL[..., None]
-    dropped_BLK = (info.slot_TK < 0).reshape(b, l, k) * chosen_BLK
-    stats = {"moe/dropped": jnp.sum(dropped_BLK) / jnp.maximum(jnp.sum(chosen_BLK), 1.0)}
-    return y_TD.reshape(b, l, d), {**stats, **_load_stats(routing.expert_idx_BLK, weight_BL, e)}
+    chosen_BLR = (routing.expert_idx_BLR >= 0).astype(jnp.float32) * weight_BL[..., None]
+    dropped_BLR = (info.slot_TR < 0).reshape(b, l, k) * chosen_BLR
+    stats = {"moe/dropped": jnp.sum(dropped_BLR) / jnp.maximum(jnp.sum(chosen_BLR), 1.0)}
+    return y_TD.reshape(b, l, d), {**stats, **_load_stats(routing.expert_idx_BLR, weight_BL, e)}
 
   def _dropless(self, h_BLD, routing: Routing, weight_BL):
     # Without a capacity the grouping does not matter: route all B x L tokens at once.
     b, l, d = h_BLD.shape
-    k = routing.expert_idx_BLK.shape[-1]
+    k = routing.expert_idx_BLR.shape[-1]
     w_in, w_gate, w_out = self.experts.weights(h_BLD.dtype)
     y_TD = dropless.dropless_moe(
-        h_BLD.reshape(b * l, d), routing.expert_idx_BLK.reshape(b * l, k),
-        routing.gate_BLK.reshape(b * l, k).astype(h_BLD.dtype), w_in, w_out,
+        h_BLD.reshape(b * l, d), routing.expert_idx_BLR.reshape(b * l, k),
+        routing.gate_BLR.reshape(b * l, k).astype(h_BLD.dtype), w_in, w_out,
         activation=ACTIVATIONS[self.experts.activation], w_gate_EDF=w_gate,
         backend=self.backend)
     stats = {"moe/dropped": jnp.zeros((), jnp.float32)}
     return (y_TD.reshape(b, l, d),
-            {**stats, **_load_stats(routing.expert_idx_BLK, weight_BL, self.num_experts)})
+            {**stats, **_load_stats(routing.expert_idx_BLR, weight_BL, self.num_experts)})
 
   def _expert_choice(self, h_BLD, routing: Routing, weight_BL):
     b, l, d = h_BLD.shape
@@ -214,11 +214,11 @@ def _mean(x_BL, weight_BL):
   return jnp.sum(x_BL * weight_BL) / jnp.maximum(jnp.sum(weight_BL), 1.0)
 
 
-def _load_stats(expert_idx_BLK, weight_BL, num_experts: int) -> dict:
+def _load_stats(expert_idx_BLR, weight_BL, num_experts: int) -> dict:
   """Every expert's load (its routed assignments of real tokens, before any capacity drop)
   as a multiple of the mean load, [E] ("moe/expert_load", the load histogram), and its
   extremes. Choices of no expert (index -1, MoDE's no-op experts) count for none."""
-  counts_E = jnp.sum(jax.nn.one_hot(expert_idx_BLK, num_experts) * weight_BL[..., None, None],
+  counts_E = jnp.sum(jax.nn.one_hot(expert_idx_BLR, num_experts) * weight_BL[..., None, None],
                      axis=(0, 1, 2))
   load_E = counts_E * num_experts / jnp.maximum(jnp.sum(counts_E), 1.0)
   return {"moe/load_max": jnp.max(load_E), "moe/load_min": jnp.min(load_E),

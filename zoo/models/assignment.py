@@ -68,10 +68,10 @@ def balanced_assignment(score_TE: jax.Array, *, eps: float | None = None,
   def body(state):
     assign_T, held_T, price_E, rounds = state
     value_TE = s - price_E
-    top_TK, best_TK = jax.lax.top_k(value_TE, 2) if num_experts > 1 else (
+    top_T2, best_T2 = jax.lax.top_k(value_TE, 2) if num_experts > 1 else (
         jnp.concatenate([value_TE, value_TE], 1), jnp.zeros((num_tokens, 2), jnp.int32))
-    best_T = best_TK[:, 0]
-    bid_T = jnp.take_along_axis(s, best_T[:, None], 1)[:, 0] - top_TK[:, 1] + eps
+    best_T = best_T2[:, 0]
+    bid_T = jnp.take_along_axis(s, best_T[:, None], 1)[:, 0] - top_T2[:, 1] + eps
     free = assign_T < 0
     target_T = jnp.where(free, best_T, assign_T)
     bid_T = jnp.where(free, bid_T, held_T)

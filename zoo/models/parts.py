@@ -1,8 +1,8 @@
 """Shared transformer parts: norms, rotary positions, causal attention, MLP, embeddings.
 
-Axis letters: B batch, L query length, S key length, D model width, H heads, K head size,
-F MLP hidden, V vocabulary, N tokens (leading axes flattened). Parameters are created with
-logical sharding names (`embed`, `heads`, `kv`, `mlp`, `vocab`); `zoo/sharding.py` maps them
+Axis letters (zoo/__init__.py): B batch, L query length, S key length, D model width, H heads,
+K head size, F MLP hidden, V vocabulary, T tokens (leading axes flattened). Parameters are
+created with logical sharding names (`embed`, `heads`, `kv`, `mlp`, `vocab`); `zoo/sharding.py` maps them
 to the mesh.
 Rotary embeddings: Su et al. 2021, "RoFormer" (arXiv:2104.09864).
 """
@@ -196,15 +196,15 @@ class MLP(nnx.Module):
     # Leading axes flattened into N tokens: the weight gradients then contract one axis,
     # where with [B, L] XLA:CPU recomputes the activation's gradient transposed (about
     # 10% of the dense CPU train step; benchmarks/cpu_peer.py). Same arithmetic.
-    x_ND = x_BLD.reshape(-1, x_BLD.shape[-1])
-    h = jnp.einsum("nd,df->nf", x_ND, self.in_DF[...].astype(dtype))
+    x_TD = x_BLD.reshape(-1, x_BLD.shape[-1])
+    h = jnp.einsum("nd,df->nf", x_TD, self.in_DF[...].astype(dtype))
     act = ACTIVATIONS[self.activation]
     if self.gated:
-      h = act(jnp.einsum("nd,df->nf", x_ND, self.gate_DF[...].astype(dtype))) * h
+      h = act(jnp.einsum("nd,df->nf", x_TD, self.gate_DF[...].astype(dtype))) * h
     else:
       h = act(h)
-    out_ND = jnp.einsum("nf,fd->nd", h, self.out_FD[...].astype(dtype))
-    return out_ND.reshape(*x_BLD.shape[:-1], out_ND.shape[-1])
+    out_TD = jnp.einsum("nf,fd->nd", h, self.out_FD[...].astype(dtype))
+    return out_TD.reshape(*x_BLD.shape[:-1], out_TD.shape[-1])
 
 
 class Embed(nnx.Module):

@@ -1,10 +1,10 @@
 """Routers of the MoE block: which experts each token uses, and with what gate.
 
 Routing groups are sequences: a router sees `h_BLD` (B groups of L tokens, already normed)
-and returns a `Routing`, either token choice (`expert_idx_BLK`, `gate_BLK`) or expert
+and returns a `Routing`, either token choice (`expert_idx_BLR`, `gate_BLR`) or expert
 choice (`token_idx_BEC`, `gate_BEC`), plus its auxiliary losses and statistics. Learned
-routers compute in float32 (Fedus et al. 2021). Axis letters: E experts, K experts per
-token, C tokens per expert (capacity).
+routers compute in float32 (Fedus et al. 2021). Axis letters (zoo/__init__.py): E experts,
+R routes per token (the experts a token is sent to), C tokens per expert (capacity).
 
 * `SwitchRouter` — Switch Transformer top-1 (Fedus et al. 2021, arXiv:2101.03961).
 * `TopKRouter` — token choice top-k, k >= 2, gates renormalised over the k chosen
@@ -41,14 +41,14 @@ def capacity_per_expert(num_tokens: int, num_experts: int, capacity_factor: floa
 class Routing:
   """A router's decision for B groups of L tokens.
 
-  Token choice: `expert_idx_BLK` and `gate_BLK`; `capacity` slots per expert (0: dropless).
+  Token choice: `expert_idx_BLR` and `gate_BLR`; `capacity` slots per expert (0: dropless).
   Expert choice: `token_idx_BEC` and `gate_BEC`. `passthrough_BL`, if set, scales the MoE
   input added to the output (BASE's (1 - sigma) h). `probs_BLE` (learned routers) feed the
   router-entropy statistic; `aux` holds "aux_loss/<name>" losses and statistics.
   """
 
-  expert_idx_BLK: jax.Array | None = None
-  gate_BLK: jax.Array | None = None
+  expert_idx_BLR: jax.Array | None = None
+  gate_BLR: jax.Array | None = None
   capacity: int = 0
   token_idx_BEC: jax.Array | None = None
   gate_BEC: jax.Array | None = None
@@ -57,7 +57,7 @@ class Routing:
   aux: dict = dataclasses.field(default_factory=dict)
 
 
-def load_balance_loss(probs_BLE, expert_idx_BLK, weight_BL) -> jax.Array:
+def load_balance_loss(probs_BLE, expert_idx_BLR, weight_BL) -> jax.Array:
   """Switch's E * sum_i f_i P_i (Fedus et al. 2021, eq. 4-6), over real (weighted) tokens.
 
   f_i is the fraction of tokens routed to expert i (any of their k choices, as flaxformer)
@@ -67,7 +67,7 @@ def load_balance_loss(probs_BLE, expert_idx_BLK, weight_BL) -> jax.Array:
   num_experts = probs_BLE.shape[-1]
   w = weight_BL[..., None]
   total = jnp.maximum(jnp.sum(weight_BL), 1.0)
-  chosen_BLE = jnp.max(jax.nn.one_hot(expert_idx_BLK, num_experts), axis=-2)
+  chosen_BLE = jnp.max(jax.nn.one_hot(expert_idx_BLR, num_experts), axis=-2)
   f_E = jnp.sum(chosen_BLE * w, axis=(0, 1)) / total
   p_E = jnp.sum(probs_BLE * w, axis=(0, 1)) / total
   return num_experts * jnp.sum(f_E * p_E)
@@ -96,11 +96,11 @@ class _Learned(nnx.Module):
   def logits(self, h_BLD):
     return jnp.einsum("bld,de->ble", h_BLD.astype(jnp.float32), self.w_DE[...])
 
-  def losses(self, logits_BLE, probs_BLE, expert_idx_BLK, weight_BL) -> dict:
+  def losses(self, logits_BLE, probs_BLE, expert_idx_BLR, weight_BL) -> dict:
     aux = {}
     if self.alpha:
       aux["aux_loss/load_balance"] = self.alpha * load_balance_loss(
-          probs_BLE, expert_idx_BLK, weight_BL)
+          probs_BLE, expert_idx_BLR, weight_BL)
     if self.z_weight:
       aux["aux_loss/router_z"] = self.z_weight * z_loss(logits_BLE, weight_BL)
     return aux
@@ -126,21 +126,21 @@ class TopKRouter(_Learned):
     weight_BL = (ctx.segment_ids_BL > 0).astype(jnp.float32)
     logits_BLE = self.logits(h_BLD)
     probs_BLE = jax.nn.softmax(logits_BLE, axis=-1)
-    gate_BLK, expert_idx_BLK = jax.lax.top_k(probs_BLE, self.top_k)
+    gate_BLR, expert_idx_BLR = jax.lax.top_k(probs_BLE, self.top_k)
     if self.normalize:
-      gate_BLK = gate_BLK / jnp.sum(gate_BLK, axis=-1, keepdims=True)
+      gate_BLR = gate_BLR / jnp.sum(gate_BLR, axis=-1, keepdims=True)
     capacity = 0
     if self.capacity_factor:  # no-op experts take their share: slots for L k / (E + N)
       capacity = capacity_per_expert(h_BLD.shape[1], self.num_choices, self.capacity_factor,
                                      self.top_k)
-    aux = self.losses(logits_BLE, probs_BLE, expert_idx_BLK, weight_BL)
+    aux = self.losses(logits_BLE, probs_BLE, expert_idx_BLR, weight_BL)
     if self.num_choices > self.num_experts:  # integrated MoDE: a no-op choice is "no expert"
-      noop_BLK = expert_idx_BLK >= self.num_experts
-      aux["moe/noop_fraction"] = jnp.sum(jnp.mean(noop_BLK, -1) * weight_BL) / jnp.maximum(
+      noop_BLR = expert_idx_BLR >= self.num_experts
+      aux["moe/noop_fraction"] = jnp.sum(jnp.mean(noop_BLR, -1) * weight_BL) / jnp.maximum(
           jnp.sum(weight_BL), 1.0)
-      expert_idx_BLK = jnp.where(noop_BLK, -1, expert_idx_BLK)
-      gate_BLK = jnp.where(noop_BLK, 0.0, gate_BLK)
-    return Routing(expert_idx_BLK=expert_idx_BLK, gate_BLK=gate_BLK, capacity=capacity,
+      expert_idx_BLR = jnp.where(noop_BLR, -1, expert_idx_BLR)
+      gate_BLR = jnp.where(noop_BLR, 0.0, gate_BLR)
+    return Routing(expert_idx_BLR=expert_idx_BLR, gate_BLR=gate_BLR, capacity=capacity,
                    probs_BLE=probs_BLE, aux=aux)
 
 
@@ -214,10 +214,10 @@ class BaseRouter(nnx.Module):
       expert_BL, complete_B = jax.vmap(balanced_assignment)(affinity_BLE)
       capacity = l // self.num_experts  # exactly what the assignment gives each expert
       aux["moe/auction_complete"] = jnp.mean(complete_B.astype(jnp.float32))
-    expert_idx_BLK = expert_BL[..., None].astype(jnp.int32)
-    sigma_BLK = jax.nn.sigmoid(jnp.take_along_axis(affinity_BLE, expert_idx_BLK, axis=-1))
-    return Routing(expert_idx_BLK=expert_idx_BLK, gate_BLK=sigma_BLK, capacity=capacity,
-                   passthrough_BL=1.0 - sigma_BLK[..., 0], aux=aux)
+    expert_idx_BLR = expert_BL[..., None].astype(jnp.int32)
+    sigma_BLR = jax.nn.sigmoid(jnp.take_along_axis(affinity_BLE, expert_idx_BLR, axis=-1))
+    return Routing(expert_idx_BLR=expert_idx_BLR, gate_BLR=sigma_BLR, capacity=capacity,
+                   passthrough_BL=1.0 - sigma_BLR[..., 0], aux=aux)
 
 
 class HashTable(nnx.Variable):
@@ -248,9 +248,9 @@ class HashRouter(nnx.Module):
       raise ValueError("Hash routing needs the input token ids in Context.tokens_BL")
     expert_BL = hashing.route(self.kind, self.table_V[...], ctx.tokens_BL, ctx.positions_BL,
                               self.num_experts, self.seed)
-    expert_idx_BLK = expert_BL[..., None].astype(jnp.int32)
-    return Routing(expert_idx_BLK=expert_idx_BLK,
-                   gate_BLK=jnp.ones(expert_idx_BLK.shape, jnp.float32), capacity=0)
+    expert_idx_BLR = expert_BL[..., None].astype(jnp.int32)
+    return Routing(expert_idx_BLR=expert_idx_BLR,
+                   gate_BLR=jnp.ones(expert_idx_BLR.shape, jnp.float32), capacity=0)
 
 
 ROUTERS = {"switch": SwitchRouter, "topk": TopKRouter, "expert_choice": ExpertChoiceRouter,

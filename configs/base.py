@@ -17,7 +17,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.grad_accum_steps = 1
   c.log_every = 10
   c.eval_every = 200
-  c.eval_batches = 8
+  c.eval_tokens = 131_072  # validation sample, tokens (0: none)
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.peak_flops_per_device = 0.0  # 0: from the device kind (measured on CPU)

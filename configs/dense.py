@@ -33,7 +33,7 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.seq_len = 256
   c.log_every = 10
   c.eval_every = 100
-  c.eval_batches = 8
+  c.eval_tokens = 131_072  # 32 batches; 3 validations ~10% of the run's CPU time
   c.checkpoint_every = 100
   c.model.update(num_layers=4, d_model=256, num_heads=4)
   c.optimizer.update(lr=3e-3, warmup_steps=30)
@@ -47,7 +47,7 @@ def table1(c: ml_collections.ConfigDict, size: str) -> ml_collections.ConfigDict
   c.seq_len = 1024
   c.log_every = 50
   c.eval_every = 2000
-  c.eval_batches = 50
+  c.eval_tokens = 1_048_576
   c.checkpoint_every = 2000
   c.model.update(num_layers=layers, d_model=width, num_heads=heads, dropout=0.1,
                  compute_dtype="bfloat16", scan_layers=True)

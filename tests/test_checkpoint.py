@@ -40,7 +40,7 @@ def _val_loss(mesh_cfg, directory, step):
   with sharding.activate(mesh):
     s, n = evaluate(state, sharding.global_batch(random_batch(cfg, seed=99), mesh))
   leaf = state.params["embed"]["table_VD"][...]
-  return float(s / n), leaf.sharding, np.asarray(leaf)
+  return float(s.sum() / n.sum()), leaf.sharding, np.asarray(leaf)
 
 
 def _size(mesh_cfg):

@@ -45,10 +45,12 @@ def recorded_forward(model: nnx.Module):
   return lambda b: forward(state, b["inputs"], b["positions"], b["segment_ids"])
 
 
-def _eval_batches(run, num_batches: int):
+def _eval_batches(run, num_batches: int | None):
+  """The first `num_batches` batches of the run's validation sample (all when None)."""
   cfg = run.cfg
-  return data.make_eval_iterator(cfg.data, run.tokenizer, seq_len=cfg.seq_len,
-                                 global_batch_size=cfg.batch_size, num_batches=num_batches)
+  eval_set = data.make_eval_set(cfg.data, run.tokenizer, seq_len=cfg.seq_len,
+                                eval_tokens=cfg.eval_tokens)
+  return eval_set.batches(cfg.batch_size, limit=num_batches)
 
 
 def statistics(run, *, num_batches: int | None = None) -> dict:
@@ -59,7 +61,7 @@ def statistics(run, *, num_batches: int | None = None) -> dict:
   forward = recorded_forward(model)
   sums, count = collections.defaultdict(float), 0
   with sharding.activate(run.mesh):
-    for batch in _eval_batches(run, num_batches or run.cfg.eval_batches):
+    for batch in _eval_batches(run, num_batches):
       aux = jax.device_get(forward(sharding.global_batch(batch, run.mesh)))
       for key, value in aux.items():
         layer, name = key.split("/", 1)

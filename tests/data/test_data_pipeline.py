@@ -4,6 +4,7 @@ and the validation sample."""
 import collections
 import dataclasses
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -163,3 +164,13 @@ def test_tfds_source_feeds_the_pipeline(tfds_cfg):
   rows = make_eval_set(tfds_cfg, tok, seq_len=32, eval_tokens=10**6).rows()
   assert int((rows["segment_ids"] > 0).sum()) == sum(
       len(tok.encode(f"sentence {i} of 20: " + "la " * (i % 17))) + 1 for i in range(20))
+
+
+def test_windows_pickle_as_a_reference_to_the_store(local_cfg, tokenizer):
+  windows = train_windows(local_cfg, tokenizer, SEQ)
+  blob = pickle.dumps(windows)
+  assert len(blob) < 2000  # grain workers map the files, they are not sent the tokens
+  clone = pickle.loads(blob)
+  index = np.array([0, len(windows) - 1, 5])
+  for k in KEYS:
+    np.testing.assert_array_equal(clone.rows(index)[k], windows.rows(index)[k])

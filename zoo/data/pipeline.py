@@ -34,7 +34,7 @@ import jax
 import numpy as np
 
 from zoo.config import ConfigError, DataConfig
-from zoo.data.store import TokenStore, open_store
+from zoo.data.store import TokenStore, memory_maps, open_store
 from zoo.data.tokenizer import Tokenizer
 
 KEYS = ("inputs", "targets", "segment_ids", "positions")
@@ -45,9 +45,24 @@ class Windows:
   """The fixed-length windows of one store, as batches of rows (see the module docstring)."""
 
   def __init__(self, store: TokenStore, seq_len: int):
-    self.tokens, self.offsets, self.seq_len = store.tokens, store.offsets, seq_len
-    self.num_tokens = len(store.tokens)
+    self._map(store.directory, store.meta)
+    self.seq_len = seq_len
     self.count = -(-(self.num_tokens - 1) // seq_len)
+
+  def _map(self, directory: str, meta: dict) -> None:
+    self.directory, self.meta = directory, meta
+    tokens, offsets = memory_maps(directory, meta)
+    # Plain ndarray views of the memory maps: slicing an np.memmap costs a Python call each.
+    self.tokens, self.offsets = np.asarray(tokens), np.asarray(offsets)
+    self.num_tokens = len(tokens)
+
+  def __getstate__(self):  # grain workers map the files again rather than receive a copy
+    return {"directory": self.directory, "meta": self.meta, "seq_len": self.seq_len,
+            "count": self.count}
+
+  def __setstate__(self, state):
+    self._map(state["directory"], state["meta"])
+    self.seq_len, self.count = state["seq_len"], state["count"]
 
   def __len__(self) -> int:
     return self.count
@@ -69,11 +84,11 @@ class Windows:
       doc_start[r, self.offsets[first:last] - start] = True
     valid = real[:, 1:] & ~doc_start[:, 1:]  # pair j: both tokens real, in one document
     first = valid & ~np.pad(valid, ((0, 0), (1, 0)))[:, :-1]  # a piece starts at j
-    column = np.arange(length)
+    column = np.arange(length, dtype=np.int32)
     piece_start = np.maximum.accumulate(np.where(first, column, 0), axis=1)
     return {"inputs": tokens[:, :-1] * valid, "targets": tokens[:, 1:] * valid,
-            "segment_ids": (np.cumsum(first, axis=1) * valid).astype(np.int32),
-            "positions": ((column - piece_start) * valid).astype(np.int32)}
+            "segment_ids": np.cumsum(first, axis=1, dtype=np.int32) * valid,
+            "positions": ((column - piece_start) * valid).astype(np.int32, copy=False)}
 
 
 @dataclasses.dataclass(frozen=True)

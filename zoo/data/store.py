@@ -90,11 +90,16 @@ def read(directory: str, corpus: Corpus, tokenizer: Tokenizer) -> TokenStore:
   if meta["corpus"] != corpus.fingerprint or meta["layout"] != LAYOUT_VERSION:
     raise ConfigError("data.cache_dir", directory,
                       f"a store of corpus {corpus.fingerprint[:16]} with layout {LAYOUT_VERSION}")
+  return TokenStore(directory, *memory_maps(directory, meta), meta)
+
+
+def memory_maps(directory: str, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+  """(tokens, offsets) of a built store, memory-mapped read-only."""
   tokens = np.memmap(os.path.join(directory, "tokens.bin"), np.dtype(meta["dtype"]), "r",
                      shape=(meta["num_tokens"],))
   offsets = np.memmap(os.path.join(directory, "offsets.bin"), np.int64, "r",
                       shape=(meta["num_documents"] + 1,))
-  return TokenStore(directory, tokens, offsets, meta)
+  return tokens, offsets
 
 
 def build(directory: str, corpus: Corpus, source, tokenizer: Tokenizer, split: str) -> None:

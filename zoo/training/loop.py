@@ -141,6 +141,7 @@ def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, eval_set, to
         result = evaluation.evaluate(eval_fn, state, eval_set, mesh, tokenizer,
                                      global_batch_size=cfg.batch_size)
         result = {f"eval_{k}": v for k, v in result.items()}
+        result["eval_time_s"] = time.perf_counter() - pause_start
         writer.add(step, result)
         last.update(result)
         bar.write(f"step {step}: validation loss {result['eval_loss']:.4f} "

@@ -80,8 +80,8 @@ class Windows:
       piece = self.tokens[start:start + length + 1]
       tokens[r, :len(piece)] = piece
       real[r, :len(piece)] = True
-      first, last = np.searchsorted(self.offsets, [start, start + len(piece) - 1], "right")
-      doc_start[r, self.offsets[first:last] - start] = True
+      lo, hi = np.searchsorted(self.offsets, [start, start + len(piece) - 1], "right")
+      doc_start[r, self.offsets[lo:hi] - start] = True  # documents starting inside
     valid = real[:, 1:] & ~doc_start[:, 1:]  # pair j: both tokens real, in one document
     first = valid & ~np.pad(valid, ((0, 0), (1, 0)))[:, :-1]  # a piece starts at j
     column = np.arange(length, dtype=np.int32)

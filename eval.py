@@ -1,14 +1,15 @@
 """Evaluates a run's checkpoint, and samples from it.
 
-  python eval.py --workdir DIR [--step N] [--split validation] [--num_batches 50]
+  python eval.py --workdir DIR [--step N] [--split validation] [--eval_tokens 1048576]
   python eval.py --workdir DIR --data.source=local_text --data.path=notes.txt
   python eval.py --workdir DIR --sample "def fibonacci(" [--temperature 0.8 --top_k 40]
   python eval.py --workdir DIR --figures   # the families' figures, e.g. DIR/routing_map.png
 
-Restores onto whatever devices exist, reports loss, perplexity and bits per byte on the
-split, plus what the run's families report (Mixture-of-Depths: "mod_predictor_accuracy", the
-sampling predictor's agreement with the top-k decisions, ...), and writes them to
-DIR/eval.json.
+Restores onto whatever devices exist, reports loss with its standard error, perplexity and
+bits per byte on the run's validation sample of the split (the same sequences the training
+loop evaluated), plus what the run's families report (Mixture-of-Depths:
+"mod_predictor_accuracy", the sampling predictor's agreement with the top-k decisions, ...),
+and writes them to DIR/eval.json.
 --data.FIELD overrides evaluate on other data (the run's tokenizer is always used).
 """
 
@@ -24,7 +25,7 @@ from zoo.config import ConfigError, DataConfig
 _WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by train.py.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
 _SPLIT = flags.DEFINE_string("split", "validation", "The split to evaluate.")
-_NUM_BATCHES = flags.DEFINE_integer("num_batches", None, "Batches (default: eval_batches).")
+_EVAL_TOKENS = flags.DEFINE_integer("eval_tokens", None, "Sample size (default: the run's).")
 _SAMPLE = flags.DEFINE_string("sample", None, "A prompt to continue instead of evaluating.")
 _MAX_NEW = flags.DEFINE_integer("max_new_tokens", 64, "Tokens to sample.")
 _TEMPERATURE = flags.DEFINE_float("temperature", 0.0, "0 is greedy.")
@@ -41,23 +42,25 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   from zoo import checkpoint, evaluation
+  from zoo.training import restore
 
   types = {f.name: f.type for f in dataclasses.fields(DataConfig)}
   overrides = {name: int(flag.value) if types[name] == "int" else flag.value
                for name, flag in _DATA.items() if flag.value is not None}
   overrides["eval_split"] = _SPLIT.value
   try:
-    run = evaluation.load_run(_WORKDIR.value, step=_STEP.value, data_overrides=overrides)
+    extra = {} if _EVAL_TOKENS.value is None else {"eval_tokens": _EVAL_TOKENS.value}
+    run = restore.load_run(_WORKDIR.value, step=_STEP.value, data_overrides=overrides, **extra)
     if _SAMPLE.value is not None:
       text = evaluation.sample(run.model(), run.tokenizer, _SAMPLE.value,
                                max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
                                top_k=_TOP_K.value, seed=_SEED.value)
       print(_SAMPLE.value + text)
       return
-    result = evaluation.evaluate(run, num_batches=_NUM_BATCHES.value)
-    result.update(evaluation.family_statistics(run, num_batches=_NUM_BATCHES.value))
+    result = restore.evaluate(run)
+    result.update(restore.family_statistics(run))
     if _FIGURES.value:
-      result["figures"] = evaluation.family_figures(run, _WORKDIR.value)
+      result["figures"] = restore.family_figures(run, _WORKDIR.value)
   except (ConfigError, checkpoint.CheckpointError) as e:
     sys.exit(f"error: {e}")
   with open(os.path.join(_WORKDIR.value, "eval.json"), "w") as f:

@@ -47,7 +47,7 @@ FAMILIES = {
 _STEPS = flags.DEFINE_integer("steps", 100, "Train steps for every family.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Sequences per step.")
 _SEQ = flags.DEFINE_integer("seq_len", 128, "Tokens per sequence.")
-_EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 8, "Validation batches at the end.")
+_EVAL_TOKENS = flags.DEFINE_integer("eval_tokens", 8192, "Validation tokens at the end.")
 _ONLY = flags.DEFINE_list("only", list(FAMILIES), "Which families to run.")
 _WORKDIR = flags.DEFINE_string("workdir", "", "Where runs go ('' for a temporary folder).")
 _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "benchmarks", "families_cpu.json"),
@@ -57,7 +57,7 @@ _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "benchmarks", "families_cpu
 def make_config(name: str) -> config_lib.Config:
   module, preset, overrides = FAMILIES[name]
   return short_config(module.get_config(preset), steps=_STEPS.value, batch_size=_BATCH.value,
-                      seq_len=_SEQ.value, eval_batches=_EVAL_BATCHES.value,
+                      seq_len=_SEQ.value, eval_tokens=_EVAL_TOKENS.value,
                       overrides=overrides)
 
 

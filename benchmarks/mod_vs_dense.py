@@ -38,7 +38,7 @@ from short_runs import short_config, timed_run  # noqa: E402
 _STEPS = flags.DEFINE_integer("steps", 60, "Dense train steps; MoD gets steps / FLOP ratio.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Sequences per step.")
 _SEQ = flags.DEFINE_integer("seq_len", 256, "Tokens per sequence.")
-_EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 8, "Validation batches at the end.")
+_EVAL_TOKENS = flags.DEFINE_integer("eval_tokens", 8192, "Validation tokens at the end.")
 _WORKDIR = flags.DEFINE_string("workdir", "/tmp/zoo/mod_vs_dense", "Runs go in WORKDIR/<name>.")
 _TIMING = flags.DEFINE_integer("timing_steps", 10, "Interleaved timing steps per model (0: none).")
 _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "benchmarks", "mod_vs_dense.json"),
@@ -47,7 +47,7 @@ _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "benchmarks", "mod_vs_dense
 
 def make_config(module, steps: int) -> config_lib.Config:
   return short_config(module.get_config("tiny"), steps=steps, batch_size=_BATCH.value,
-                      seq_len=_SEQ.value, eval_batches=_EVAL_BATCHES.value)
+                      seq_len=_SEQ.value, eval_tokens=_EVAL_TOKENS.value)
 
 
 def run(name: str, cfg: config_lib.Config) -> dict:

@@ -53,7 +53,7 @@ RUNS = {  # name: (config module, preset, ConfigDict overrides (dotted field, va
 _STEPS = flags.DEFINE_integer("steps", 60, "Train steps for every run.")
 _BATCH = flags.DEFINE_integer("batch_size", 8, "Sequences per step.")
 _SEQ = flags.DEFINE_integer("seq_len", 128, "Tokens per sequence.")
-_EVAL_BATCHES = flags.DEFINE_integer("eval_batches", 8, "Validation batches at the end.")
+_EVAL_TOKENS = flags.DEFINE_integer("eval_tokens", 8192, "Validation tokens at the end.")
 _ONLY = flags.DEFINE_list("only", list(RUNS), "Which runs.")
 _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "benchmarks", "moe_cpu.json"),
                            "Where the JSON results go ('' for nowhere).")
@@ -62,7 +62,7 @@ _OUT = flags.DEFINE_string("out", os.path.join(ROOT, "benchmarks", "moe_cpu.json
 def make_config(name: str) -> config_lib.Config:
   module, preset, overrides = RUNS[name]
   return short_config(module.get_config(preset), steps=_STEPS.value, batch_size=_BATCH.value,
-                      seq_len=_SEQ.value, eval_batches=_EVAL_BATCHES.value,
+                      seq_len=_SEQ.value, eval_tokens=_EVAL_TOKENS.value,
                       overrides=overrides)
 
 

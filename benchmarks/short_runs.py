@@ -16,10 +16,10 @@ from zoo.training import train
 
 
 def short_config(c: ml_collections.ConfigDict, *, steps: int, batch_size: int, seq_len: int,
-                 eval_batches: int, overrides=()) -> config_lib.Config:
+                 eval_tokens: int, overrides=()) -> config_lib.Config:
   """`c` trained for `steps`, validated once at the end; `overrides` are (dotted field, value)."""
   c.update(dict(steps=steps, batch_size=batch_size, seq_len=seq_len,
-                log_every=max(1, steps // 10), eval_every=steps, eval_batches=eval_batches,
+                log_every=max(1, steps // 10), eval_every=steps, eval_tokens=eval_tokens,
                 checkpoint_every=steps, keep_checkpoints=1))
   c.optimizer.warmup_steps = max(1, steps // 10)
   for field, value in overrides:

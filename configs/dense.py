@@ -43,7 +43,7 @@ def table1(c: ml_collections.ConfigDict, size: str) -> ml_collections.ConfigDict
   c.seq_len = 1024
   c.log_every = 50
   c.eval_every = 2000
-  c.eval_batches = 50
+  c.eval_tokens = 1_048_576
   c.checkpoint_every = 2000
   c.model.update(num_layers=layers, d_model=width, num_heads=heads, dropout=0.1,
                  compute_dtype="bfloat16", scan_layers=True)

@@ -37,7 +37,7 @@ def _command(workdir, corpus, *extra):
   return [sys.executable, "train.py", "--config", "configs/dense.py:tiny",
           f"--workdir={workdir}", f"--config.steps={STEPS}",
           f"--config.checkpoint_every={EVERY}", "--config.log_every=1",
-          "--config.eval_every=1000", "--config.eval_batches=1", "--config.batch_size=4",
+          "--config.eval_every=1000", "--config.eval_tokens=128", "--config.batch_size=4",
           "--config.seq_len=32", "--config.model.num_layers=1", "--config.model.d_model=32",
           "--config.model.num_heads=2", "--config.model.dropout=0.1",
           "--config.optimizer.warmup_steps=5", "--config.data.source=local_text",
@@ -79,9 +79,9 @@ def _logged_steps(workdir):
 
 
 def _final_params(workdir):
-  from zoo import evaluation
+  from zoo.training import restore
   from flax import nnx
-  run = evaluation.load_run(workdir, step=STEPS)
+  run = restore.load_run(workdir, step=STEPS)
   return nnx.to_pure_dict(run.state.params), run
 
 
@@ -138,8 +138,14 @@ def test_eval_py_reports_and_samples(uninterrupted):
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(os.path.join(uninterrupted, "eval.json")) as f:
     result = json.load(f)
-  assert set(result) == {"step", "split", "loss", "perplexity", "bits_per_byte", "tokens"}
+  assert set(result) == {"step", "split", "loss", "loss_stderr", "perplexity", "bits_per_byte",
+                         "tokens", "sequences"}
   assert result["step"] == STEPS and result["split"] == "validation" and result["tokens"] > 0
+  assert result["sequences"] == 4 and 0 < result["loss_stderr"] < result["loss"]  # 128 / 32
+  with open(os.path.join(uninterrupted, "metrics.jsonl")) as f:
+    last = [json.loads(line) for line in f if "eval_loss" in line][-1]
+  assert last["step"] == STEPS and np.isclose(last["eval_loss"], result["loss"], rtol=1e-5)
+  assert last["eval_tokens"] == result["tokens"] and "eval_loss_stderr" in last
   assert np.isclose(result["perplexity"], np.exp(result["loss"]))
   proc = subprocess.run([sys.executable, "eval.py", f"--workdir={uninterrupted}",
                          "--sample=def ", "--max_new_tokens=8", "--temperature=0.8",

@@ -1,17 +1,21 @@
-"""Evaluating a run's checkpoint: loss, perplexity and bits per byte, and sampling.
+"""Validation loss with its standard error, perplexity and bits per byte; sampling.
 
-`load_run` restores a workdir's checkpoint onto whatever devices exist (CPU, one GPU, a TPU
-slice) through an abstract target built for the current mesh. Bits per byte divide the
-summed cross-entropy (nats) by ln 2 and by the UTF-8 bytes of the target text, so they
-compare across tokenizers. Sampling decodes with a KV cache, one token per step.
+`evaluate` is the one evaluation of the zoo: the training loop calls it every eval_every
+steps and eval.py on a restored checkpoint, on the same fixed validation sample
+(`zoo.data.make_eval_set`). Statistics are over the sample's sequences (windows): with s_i
+the summed cross-entropy (nats) and n_i the target tokens of sequence i, the loss is the
+ratio L = sum s_i / sum n_i, and its standard error is the ratio estimator's,
+sqrt(K / (K - 1) * sum (s_i - L n_i)^2) / sum n_i over the K sequences, so a study can tell
+a real difference from noise. Bits per byte divide sum s_i by ln 2 and by the UTF-8 bytes
+of the target text, so they compare across tokenizers. Sampling decodes with a KV cache.
+
+This module imports nothing from zoo.training (the loop imports it); restoring a run's
+checkpoint is zoo.training.restore.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
 import re
 
 import jax
@@ -20,108 +24,15 @@ import numpy as np
 import sentencepiece as spm
 from flax import nnx
 
-from zoo import checkpoint, data, registry, sharding
-from zoo import config as config_lib
-from zoo.config import Config, ConfigError
-from zoo.training import step as step_lib
-from zoo.training.loop import TOKENIZER_FILE
+from zoo import data, registry, sharding
 
-
-@dataclasses.dataclass
-class Run:
-  """A restored checkpoint: what the families' statistics and figures hooks receive."""
-
-  cfg: Config
-  step: int
-  mesh: jax.sharding.Mesh
-  trainer: step_lib.Trainer
-  state: step_lib.TrainState
-  tokenizer: data.Tokenizer
-  eval_fn: object
-  workdir: str = ""
-
-  def model(self) -> nnx.Module:
-    return self.trainer.model(self.state)
-
-  def eval_batches(self, num_batches: int):
-    """The first `num_batches` validation batches (host arrays), the same on every call."""
-    cfg = self.cfg
-    return data.make_eval_iterator(cfg.data, self.tokenizer, seq_len=cfg.seq_len,
-                                   global_batch_size=cfg.batch_size, num_batches=num_batches)
-
-
-def load_config(workdir: str, data_overrides: dict | None = None, **overrides) -> Config:
-  """The run's config (its config.json) with the run's tokenizer and any overrides."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise ConfigError("workdir", workdir, "a directory written by train.py (no config.json)")
-  with open(path) as f:
-    raw = json.load(f)
-  raw["data"].update(data_overrides or {})
-  raw["data"]["tokenizer"] = os.path.join(workdir, TOKENIZER_FILE)
-  # Files on the training machine that the saved weights were built from (a balanced hash's
-  # counts): the checkpoint holds what came of them, so they need not exist here.
-  for family in registry.families():
-    for field in family.local_fields:
-      group, name = field.split(".")
-      raw["model"].get(group, {}).pop(name, None)
-  # Whatever devices exist, all on the data axis; the batch rounded up to fill them.
-  raw["mesh"] = {"data": -1, "fsdp": 1, "tensor": 1, "expert": 1}
-  devices = jax.device_count()
-  raw["batch_size"] = -(-raw["batch_size"] // devices) * devices
-  raw["grad_accum_steps"] = 1
-  raw.update(overrides)
-  return config_lib.from_saved(raw)
-
-
-def load_run(workdir: str, *, step: int | None = None, data_overrides: dict | None = None,
-             **overrides) -> Run:
-  """Restores `step` (default: the newest that reads) of the run in `workdir`."""
-  cfg = load_config(workdir, data_overrides, **overrides)
-  config_lib.validate(cfg, jax.device_count())
-  tokenizer = data.load_tokenizer(cfg.data)
-  mesh = sharding.make_mesh(cfg.mesh)
-  trainer, state, shardings = step_lib.create(cfg, mesh)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=1 << 30)
-  try:
-    if step is None:
-      restored = ckpt.restore_latest(state, None, cfg, tokenizer.fingerprint)
-      if restored is None:
-        raise checkpoint.CheckpointError(f"no checkpoint in {ckpt.directory}")
-      step, state = restored
-    else:
-      if step not in ckpt.steps():
-        raise checkpoint.CheckpointError(
-            f"no checkpoint {step} in {ckpt.directory}; there are {ckpt.steps()}")
-      checkpoint.check_compatible(ckpt.read_meta(step), cfg, tokenizer.fingerprint,
-                                  f"checkpoint {step} in {ckpt.directory}")
-      state = ckpt.restore(step, state)
-  finally:
-    ckpt.close()
-  _, eval_fn = step_lib.jit_steps(trainer, shardings, mesh)
-  return Run(cfg, step, mesh, trainer, state, tokenizer, eval_fn, workdir)
-
-
-def family_statistics(run: Run, *, num_batches: int | None = None) -> dict:
-  """What each family reports for a run (e.g. Mixture-of-Depths routing accuracy)."""
-  result = {}
-  for family in registry.families():
-    if family.statistics is not None:
-      result.update(family.statistics(run, num_batches or run.cfg.eval_batches))
-  return result
-
-
-def family_figures(run: Run, directory: str) -> list[str]:
-  """Every figure the families draw for this run, as PNG files in `directory`."""
-  paths = []
-  for family in registry.families():
-    if family.figures is not None:
-      paths += family.figures(run, directory)
-  return paths
+_TOKEN_BYTES: dict[str, np.ndarray] = {}
 
 
 def token_bytes(tokenizer: data.Tokenizer) -> np.ndarray:
   """UTF-8 bytes each token id stands for (byte-fallback pieces are one byte)."""
+  if tokenizer.fingerprint in _TOKEN_BYTES:
+    return _TOKEN_BYTES[tokenizer.fingerprint]
   sp = spm.SentencePieceProcessor(model_file=tokenizer.path)
   lengths = np.zeros(tokenizer.vocab_size, np.int64)
   for i in range(tokenizer.vocab_size):
@@ -130,26 +41,40 @@ def token_bytes(tokenizer: data.Tokenizer) -> np.ndarray:
     piece = sp.id_to_piece(i)
     lengths[i] = 1 if re.fullmatch(r"<0x[0-9A-F]{2}>", piece) else len(
         piece.replace("\u2581", " ").encode("utf-8"))
+  _TOKEN_BYTES[tokenizer.fingerprint] = lengths
   return lengths
 
 
-def evaluate(run: Run, *, num_batches: int | None = None) -> dict:
-  """Loss, perplexity and bits per byte on `run.cfg.data.eval_split`."""
-  cfg = run.cfg
-  lengths = token_bytes(run.tokenizer)
-  batches = data.make_eval_iterator(
-      cfg.data, run.tokenizer, seq_len=cfg.seq_len, global_batch_size=cfg.batch_size,
-      num_batches=num_batches or cfg.eval_batches)
-  loss_sum, tokens, n_bytes = 0.0, 0.0, 0
-  with sharding.activate(run.mesh):
-    for batch in batches:
-      s, n = run.eval_fn(run.state, sharding.global_batch(batch, run.mesh))
-      loss_sum, tokens = loss_sum + float(s), tokens + float(n)
-      n_bytes += int(lengths[batch["targets"][batch["segment_ids"] > 0]].sum())
-  loss = loss_sum / max(tokens, 1.0)
-  return {"step": run.step, "split": cfg.data.eval_split, "loss": loss,
-          "perplexity": math.exp(loss), "bits_per_byte": loss_sum / math.log(2) / max(n_bytes, 1),
-          "tokens": int(tokens)}
+def statistics(sums: np.ndarray, counts: np.ndarray) -> dict:
+  """Loss, its standard error, perplexity and tokens from per-sequence sums and counts."""
+  keep = counts > 0
+  sums, counts = np.asarray(sums, np.float64)[keep], np.asarray(counts, np.float64)[keep]
+  k, total = len(sums), math.fsum(counts)
+  loss = math.fsum(sums) / max(total, 1.0)
+  residual = math.fsum((sums - loss * counts) ** 2)
+  stderr = math.sqrt(k / (k - 1) * residual) / total if k > 1 else math.nan
+  return {"loss": loss, "loss_stderr": stderr, "perplexity": math.exp(loss),
+          "tokens": int(total), "sequences": k}
+
+
+def evaluate(eval_fn, state, eval_set: data.EvalSet, mesh, tokenizer: data.Tokenizer, *,
+             global_batch_size: int) -> dict:
+  """loss, loss_stderr, perplexity, bits_per_byte, tokens and sequences on `eval_set`.
+
+  `eval_fn(state, global batch)` returns per-sequence summed cross-entropy and token
+  counts, replicated (zoo.training.step.jit_steps); every process gets the same result.
+  """
+  sums, counts = [], []
+  with sharding.activate(mesh):
+    for batch in eval_set.batches(global_batch_size):
+      s, n = jax.device_get(eval_fn(state, sharding.global_batch(batch, mesh)))
+      sums.append(s)
+      counts.append(n)
+  result = statistics(np.concatenate(sums), np.concatenate(counts))
+  rows = eval_set.rows()
+  n_bytes = int(token_bytes(tokenizer)[rows["targets"][rows["segment_ids"] > 0]].sum())
+  result["bits_per_byte"] = result["loss"] * result["tokens"] / math.log(2) / max(n_bytes, 1)
+  return result
 
 
 def sample(model: nnx.Module, tokenizer: data.Tokenizer, prompt: str, *,
@@ -158,7 +83,8 @@ def sample(model: nnx.Module, tokenizer: data.Tokenizer, prompt: str, *,
   """Continues `prompt`: greedy when temperature is 0, else softmax(logits / T) over top-k.
 
   Decodes with a KV cache, one token per call; a stack that applies its layers more than
-  once per token (Ladder, Staircase: `kv_cache = False`) instead reruns the whole window,
+  once per token (a stack registered with `kv_cache=False`, e.g. Ladder) instead reruns the
+  whole window,
   padded to its final length with segment-0 tokens (exact, as the model is causal).
   """
   ids = [tokenizer.bos_id] + tokenizer.encode(prompt)

@@ -20,7 +20,7 @@ def tiny_config(*, model: ModelConfig | None = None, mesh: MeshConfig | None = N
                 **overrides) -> Config:
   model = model or tiny_model()
   base = dict(steps=20, batch_size=8, seq_len=16, log_every=5, eval_every=10,
-              eval_batches=2, model=model, mesh=mesh or MeshConfig(data=1),
+              eval_tokens=64, model=model, mesh=mesh or MeshConfig(data=1),
               optimizer=OptimizerConfig(lr=3e-3, warmup_steps=2),
               data=DataConfig(vocab_size=model.vocab_size))
   return Config(**{**base, **overrides})

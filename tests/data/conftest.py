@@ -78,10 +78,13 @@ class ZooTestTinyText(tfds.core.GeneratorBasedBuilder):
 
 
 @pytest.fixture(scope="session")
-def tfds_cfg(tmp_path_factory):
+def tfds_cfg(tmp_path_factory, tokenizer):
+  """The tiny TFDS dataset with the local corpus's tokenizer: its 220 sentences support a
+  vocabulary of only about 300 pieces, fewer than a trained tokenizer may have."""
   data_dir = tmp_path_factory.mktemp("tfds")
   ZooTestTinyText(data_dir=str(data_dir), file_format="array_record").download_and_prepare(
       file_format="array_record")
   return DataConfig(source="tfds", name="zoo_test_tiny_text", path=str(data_dir),
-                    text_feature="sentence", eval_split="test", vocab_size=400,
+                    text_feature="sentence", eval_split="test",
+                    vocab_size=tokenizer.vocab_size, tokenizer=tokenizer.path,
                     cache_dir=str(tmp_path_factory.mktemp("cache")))

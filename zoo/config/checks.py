@@ -93,7 +93,7 @@ def validate(cfg: Config, num_devices: int) -> None:
   for name in ("steps", "batch_size", "seq_len", "grad_accum_steps", "log_every",
                "eval_every", "checkpoint_every", "keep_checkpoints"):
     positive(name, getattr(cfg, name))
-  positive("eval_batches", cfg.eval_batches, allow_zero=True)
+  positive("eval_tokens", cfg.eval_tokens, allow_zero=True)
   positive("peak_flops_per_device", cfg.peak_flops_per_device, allow_zero=True)
   validate_model(cfg.model)
   for family in registry.families():

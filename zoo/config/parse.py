@@ -21,8 +21,9 @@ from zoo import registry
 from zoo.config.errors import ConfigError
 from zoo.config.schema import Config, ModelConfig
 
-# Fields that older code wrote and this code no longer has: dropped when a saved config is read.
-REMOVED_FIELDS = {"model": ("param_dtype",)}
+# Fields that older code wrote and this code no longer has, by group ("" the top level):
+# dropped when a saved config is read.
+REMOVED_FIELDS = {"": ("eval_batches",), "model": ("param_dtype",)}
 
 
 def _fields(cls) -> dict[str, Any]:
@@ -104,8 +105,9 @@ def from_configdict(cd: ml_collections.ConfigDict | dict) -> Config:
 def from_saved(raw: dict) -> Config:
   """A config read back from config.json or a checkpoint, written by this or older code."""
   raw = dict(raw, model=dict(raw["model"]))
-  for name in REMOVED_FIELDS["model"]:
-    raw["model"].pop(name, None)
+  for group, names in REMOVED_FIELDS.items():
+    for name in names:
+      (raw[group] if group else raw).pop(name, None)
   return from_configdict(raw)
 
 

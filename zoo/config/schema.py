@@ -142,7 +142,7 @@ class Config:
   grad_accum_steps: int = 1
   log_every: int = 10
   eval_every: int = 200
-  eval_batches: int = 8
+  eval_tokens: int = 131_072  # validation sample size in tokens; 0: no validation
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
   peak_flops_per_device: float = 0.0  # 0: look up the device kind (measured on CPU)

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 TRAIN_CHARS = 8_000_000  # about 2.5 s of training; more barely improves compression
 MAX_LINE_CHARS = 4096  # longer lines are cut: SentencePiece drops over-long sentences
+# A run's copy of its tokenizer in the workdir, so eval.py needs nothing but the workdir.
+TOKENIZER_FILE = "tokenizer.model"
 MIN_TRAINED_VOCAB = 384  # 4 special ids + 256 bytes + "\n" + the corpus's common characters
 
 TRAINER_SETTINGS = dict(
@@ -75,6 +77,10 @@ class Tokenizer:
   def encode(self, text: str) -> list[int]:
     return self._sp.encode(text)
 
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    """Encodes several texts at once, on every core (SentencePiece's own threads)."""
+    return self._sp.encode(texts, num_threads=os.cpu_count() or 1)
+
   def decode(self, ids: list[int]) -> str:
     return self._sp.decode(list(map(int, ids)))
 
@@ -98,9 +104,11 @@ def load_tokenizer(data_cfg: DataConfig) -> Tokenizer:
       raise ConfigError("data.vocab_size", data_cfg.vocab_size,
                         f">= {MIN_TRAINED_VOCAB} to train a byte-fallback tokenizer (or set data.tokenizer)")
     tok = _trained(data_cfg, load_corpus(data_cfg))
-  if tok.vocab_size > data_cfg.vocab_size:
+  # Equal, not merely large enough: unused embedding rows would count as parameters.
+  if tok.vocab_size != data_cfg.vocab_size:
     raise ConfigError("data.vocab_size", data_cfg.vocab_size,
-                      f">= the tokenizer's vocabulary {tok.vocab_size} ({tok.path})")
+                      f"the tokenizer's vocabulary, {tok.vocab_size} ({tok.path}; a trained "
+                      "tokenizer has fewer pieces when its corpus supports no more)")
   return tok
 
 

@@ -297,7 +297,7 @@ def recorded_forward(model: nnx.Module):
   return lambda b: forward(state, b["inputs"], b["positions"], b["segment_ids"])
 
 
-def statistics(run, num_batches: int) -> dict:
+def statistics(run, num_batches: int | None) -> dict:
   """Mean routing statistics over validation batches, overall ("mod_*") and per layer:
   the fraction of tokens processed, and how often the causal substitutes used for sampling
   (the predictor, the router logit against its threshold) agree with the top-k decisions."""

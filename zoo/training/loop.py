@@ -13,28 +13,12 @@ import shutil
 import time
 
 import jax
-import numpy as np
 import tqdm
 
-from zoo import accounting, checkpoint, data, registry, sharding
+from zoo import accounting, checkpoint, data, evaluation, registry, sharding
 from zoo.config import Config, to_dict
 from zoo.training import step as step_lib
 from zoo.training.metrics import MetricWriter, json_value, peak_flops_per_device
-
-TOKENIZER_FILE = "tokenizer.model"
-
-
-def evaluate(eval_fn, state, cfg: Config, tokenizer, mesh) -> dict:
-  """Mean validation cross-entropy over `cfg.eval_batches` fixed batches."""
-  batches = data.make_eval_iterator(
-      cfg.data, tokenizer, seq_len=cfg.seq_len, global_batch_size=cfg.batch_size,
-      num_batches=cfg.eval_batches)
-  loss_sum, tokens = 0.0, 0.0
-  for batch in batches:
-    s, n = eval_fn(state, sharding.global_batch(batch, mesh))
-    loss_sum, tokens = loss_sum + float(s), tokens + float(n)
-  loss = loss_sum / max(tokens, 1.0)
-  return {"eval_loss": loss, "eval_perplexity": float(np.exp(loss)), "eval_tokens": tokens}
 
 
 def _prepare_workdir(cfg: Config, workdir: str, tokenizer) -> None:
@@ -44,7 +28,7 @@ def _prepare_workdir(cfg: Config, workdir: str, tokenizer) -> None:
     return
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(to_dict(cfg), f, indent=2)
-  target = os.path.join(workdir, TOKENIZER_FILE)
+  target = os.path.join(workdir, data.TOKENIZER_FILE)
   if not os.path.exists(target):
     shutil.copyfile(tokenizer.path, target + ".tmp")
     os.replace(target + ".tmp", target)
@@ -88,6 +72,12 @@ def train(cfg: Config, workdir: str, *, echo=print) -> dict:
   train_iter = data.make_train_iterator(
       cfg.data, tokenizer, seq_len=cfg.seq_len, global_batch_size=cfg.batch_size,
       seed=cfg.seed)
+  eval_set = None
+  if cfg.eval_tokens:
+    eval_set = data.make_eval_set(cfg.data, tokenizer, seq_len=cfg.seq_len,
+                                  eval_tokens=cfg.eval_tokens)
+    echo(f"validation: {len(eval_set.index):,} sequences of {cfg.seq_len} tokens drawn from "
+         f"the {len(eval_set.windows):,} of split {eval_set.split!r}")
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  keep=cfg.keep_checkpoints)
   meta = checkpoint.metadata(cfg, tokenizer.fingerprint)
@@ -103,14 +93,14 @@ def train(cfg: Config, workdir: str, *, echo=print) -> dict:
     ckpt.close()
     return {}
   try:
-    return _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, tokenizer, ckpt,
-                 meta, first_step, echo)
+    return _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, eval_set, tokenizer,
+                 ckpt, meta, first_step, echo)
   finally:
     ckpt.close()
 
 
-def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, tokenizer, ckpt, meta,
-          first_step, echo) -> dict:
+def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, eval_set, tokenizer, ckpt,
+          meta, first_step, echo) -> dict:
   flops_per_step = accounting.count_flops(cfg).train_per_step
   peak = peak_flops_per_device(cfg.peak_flops_per_device) * jax.device_count()
   tokens_per_step = cfg.batch_size * cfg.seq_len
@@ -142,12 +132,16 @@ def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, tokenizer, c
                   f"{rate:,.0f} tok/s mfu {last['mfu']:.1%}")
         tick, tick_step, paused = time.perf_counter(), step, 0.0
       pause_start = time.perf_counter()
-      if cfg.eval_batches and (step % cfg.eval_every == 0 or step == cfg.steps):
-        result = evaluate(eval_fn, state, cfg, tokenizer, mesh)
+      if eval_set is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
+        result = evaluation.evaluate(eval_fn, state, eval_set, mesh, tokenizer,
+                                     global_batch_size=cfg.batch_size)
+        result = {f"eval_{k}": v for k, v in result.items()}
+        result["eval_time_s"] = time.perf_counter() - pause_start
         writer.add(step, result)
         last.update(result)
         bar.write(f"step {step}: validation loss {result['eval_loss']:.4f} "
-                  f"(perplexity {result['eval_perplexity']:.1f})")
+                  f"± {result['eval_loss_stderr']:.4f} (perplexity "
+                  f"{result['eval_perplexity']:.1f}, {result['eval_tokens']:,} tokens)")
       if step % cfg.checkpoint_every == 0 or step == cfg.steps:
         ckpt.save(step, state, train_iter, meta)
         writer.add(step, {"checkpoint_block_s": ckpt.last_block_s})

@@ -140,19 +140,23 @@ def train_step(trainer: Trainer, state: TrainState, batch: dict):
 
 
 def eval_step(trainer: Trainer, state: TrainState, batch: dict):
-  """Summed validation cross-entropy and token count of one batch (no dropout)."""
+  """Per-sequence summed validation cross-entropy and target token counts, [B] each (no
+  dropout): the standard error of the loss is over sequences."""
   logits, _ = _forward(trainer, state.params, state.rest, batch, None)
   weights = (batch["segment_ids"] > 0).astype(jnp.float32)
-  return lm_loss(logits, batch["targets"], weights)
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])
+  return jnp.sum(ce * weights, axis=1), jnp.sum(weights, axis=1)
 
 
 def jit_steps(trainer: Trainer, shardings, mesh):
-  """Jitted (train_step, eval_step) with the state donated and kept on its shardings."""
+  """Jitted (train_step, eval_step) with the state donated and kept on its shardings; the
+  eval step's per-sequence outputs are replicated, so every process can read them all."""
   batch_sharding = sharding.batch_sharding(mesh)
   train = jax.jit(
       lambda s, b: train_step(trainer, s, b),
       in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
       donate_argnums=0)
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   evaluate = jax.jit(lambda s, b: eval_step(trainer, s, b),
-                     in_shardings=(shardings, batch_sharding))
+                     in_shardings=(shardings, batch_sharding), out_shardings=replicated)
   return train, evaluate

@@ -16,8 +16,9 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from zoo import cli
 from zoo.config import ConfigError, DataConfig
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by train.py.")
@@ -39,30 +40,35 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from zoo import checkpoint, evaluation, routing
+  from zoo import checkpoint, evaluation, routing, workdir
 
   types = {f.name: f.type for f in dataclasses.fields(DataConfig)}
   overrides = {name: int(flag.value) if types[name] == "int" else flag.value
                for name, flag in _DATA.items() if flag.value is not None}
   overrides["eval_split"] = _SPLIT.value
   try:
+    if _SAMPLE.value is not None:  # checked before anything is restored
+      evaluation.check_sampling(evaluation.load_config(_WORKDIR.value, overrides),
+                                max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
+                                top_k=_TOP_K.value)
     run = evaluation.load_run(_WORKDIR.value, step=_STEP.value, data_overrides=overrides)
     if _SAMPLE.value is not None:
       text = evaluation.sample(run.model(), run.tokenizer, _SAMPLE.value,
                                max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
-                               top_k=_TOP_K.value, seed=_SEED.value)
+                               top_k=_TOP_K.value, seed=_SEED.value, context=run.cfg.seq_len,
+                               warn=lambda line: print(line, file=sys.stderr))
       print(_SAMPLE.value + text)
       return
     result = evaluation.evaluate(run, num_batches=_NUM_BATCHES.value)
     result.update(routing.statistics(run, num_batches=_NUM_BATCHES.value))  # {}: no MoD
+    print(json.dumps(result), flush=True)  # before writing: a failed write loses nothing
     if _ROUTING_MAP.value:
       routing.write_routing_map(run, os.path.join(_WORKDIR.value, "routing_map.png"))
-  except (ConfigError, checkpoint.CheckpointError) as e:
-    sys.exit(f"error: {e}")
-  with open(os.path.join(_WORKDIR.value, "eval.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  print(json.dumps(result))
+    workdir.atomic_write(os.path.join(_WORKDIR.value, "eval.json"), json.dumps(result, indent=2))
+  except (ConfigError, checkpoint.CheckpointError, evaluation.SamplingError,
+          workdir.WorkdirError) as e:
+    cli.fail(e, code=1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

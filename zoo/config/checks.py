@@ -12,7 +12,7 @@ import os
 from zoo.config.errors import ConfigError
 from zoo.config.families import ModConfig
 from zoo.config.schema import (ACTIVATIONS, DATA_SOURCES, DTYPES, HASH_KINDS, KERNEL_BACKENDS,
-                               MOD_DECODE, MOD_ROUTING, MOE_ROUTERS, NORMS, OPTIMIZERS,
+                               MOD_DECODE, MOD_ROUTING, MOE_ROUTERS, NONFINITE, NORMS, OPTIMIZERS,
                                REMAT_POLICIES, SCHEDULES, Config, DataConfig, MeshConfig,
                                ModelConfig)
 
@@ -192,6 +192,7 @@ def validate(cfg: Config, num_devices: int) -> None:
     _positive(name, getattr(cfg, name))
   _positive("eval_batches", cfg.eval_batches, allow_zero=True)
   _positive("peak_flops_per_device", cfg.peak_flops_per_device, allow_zero=True)
+  _one_of("nonfinite", cfg.nonfinite, NONFINITE)
   validate_model(cfg.model)
   _validate_base_groups(cfg)
   validate_data(cfg.data)

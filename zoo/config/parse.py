@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -51,6 +52,8 @@ def _coerce(hint, value, field: str):
   if hint is float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
       raise ConfigError(field, value, "a number")
+    if not math.isfinite(value):  # NaN compares false everywhere: it would pass every check
+      raise ConfigError(field, value, "a finite number")
     return float(value)
   if hint is str:
     if not isinstance(value, str):

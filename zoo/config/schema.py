@@ -123,6 +123,7 @@ class Config:
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
   peak_flops_per_device: float = 0.0  # 0: look up the device kind (measured on CPU)
+  nonfinite: str = "stop"  # non-finite loss or grad norm: "stop" the run, or "skip" the update
   model: ModelConfig = ModelConfig()
   mesh: MeshConfig = MeshConfig()
   optimizer: OptimizerConfig = OptimizerConfig()
@@ -141,3 +142,4 @@ KERNEL_BACKENDS = ("", "xla", "pallas_tpu", "pallas_interpret")
 DATA_SOURCES = ("stdlib", "local_text", "tfds")
 MOD_ROUTING = ("learned", "stochastic")
 MOD_DECODE = ("predictor", "router")
+NONFINITE = ("stop", "skip")

@@ -1,7 +1,7 @@
 """Optimizer, the shared train step and the training loop."""
 
-from zoo.training.loop import evaluate, train
+from zoo.training.loop import Diverged, evaluate, train
 from zoo.training.step import TrainState, Trainer, create, eval_step, jit_steps, train_step
 
-__all__ = ["TrainState", "Trainer", "create", "eval_step", "evaluate", "jit_steps", "train",
-           "train_step"]
+__all__ = ["Diverged", "TrainState", "Trainer", "create", "eval_step", "evaluate", "jit_steps",
+           "train", "train_step"]

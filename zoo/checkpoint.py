@@ -123,7 +123,7 @@ class Checkpointer:
     try:
       self.manager.save(step, args=ocp.args.Composite(**items), force=True)
     except Exception as e:  # noqa: BLE001  (orbax wraps the OSError in several types)
-      self._fail(step, e)
+      self._fail(self._saving or step, e)  # orbax first waits for the save in flight
     self._saving = step
     self.last_block_s = time.perf_counter() - start
 

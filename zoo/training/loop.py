@@ -211,7 +211,7 @@ class _FiniteGuard:
 
   def __init__(self, cfg: Config, ckpt: checkpoint.Checkpointer):
     self.cfg, self.ckpt, self.pending = cfg, ckpt, []
-    self._state_ok = jax.jit(lambda s: step_lib.all_finite((s.params, s.opt_state)))
+    self._state_ok = jax.jit(step_lib.all_finite)
 
   def add(self, step: int, metrics: dict) -> None:
     self.pending.append((step, metrics["finite"], metrics["loss"], metrics["grad_norm"]))
@@ -230,7 +230,7 @@ class _FiniteGuard:
 
   def check_state(self, step: int, state) -> None:
     self.check()
-    if not bool(self._state_ok(state)):
+    if not bool(self._state_ok((state.params, state.opt_state))):
       raise Diverged(f"step {step}: the parameters or optimizer state are not finite; not "
                      f"saved. {self._last_good()}")
 

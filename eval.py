@@ -7,9 +7,9 @@
 
 Restores onto whatever devices exist, reports loss, perplexity and bits per byte on the
 split (MoD runs: also routing statistics, e.g. "mod_predictor_accuracy", the sampling
-predictor's agreement with the top-k decisions) prints them, then writes them to DIR/eval.json (a failed
-write is one line; the result is already on the terminal). Sampling arguments are checked
-against the run (context, vocabulary) before anything is restored.
+predictor's agreement with the top-k decisions), prints them, then writes DIR/eval.json (a
+failed write is one line; the result is already on the terminal). Sampling arguments are
+checked against the run (context, vocabulary) before anything is restored.
 --data.FIELD overrides evaluate on other data (the run's tokenizer is always used).
 """
 

@@ -187,7 +187,8 @@ def test_a_nonfinite_loss_stops_naming_the_step_and_last_good_checkpoint(
     training.train(_cfg(data_cfg, steps=12), workdir, echo=Echo())
   message = str(e.value)
   assert len(message.splitlines()) == 1
-  assert message.startswith("step 8: loss nan") and "last good checkpoint is checkpoint 6" in message
+  assert message.startswith("step 8: loss nan")
+  assert "last good checkpoint is checkpoint 6" in message
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["3", "6"]
   assert _steps(workdir) == [1, 2, 3, 4, 5, 6, 7]
 

@@ -152,8 +152,9 @@ def sample(model: nnx.Module, tokenizer: data.Tokenizer, prompt: str, *,
   ids = [tokenizer.bos_id] + tokenizer.encode(prompt)
   if context and len(ids) + max_new_tokens > context:
     keep = max(context - max_new_tokens - 1, 0)
-    (print if warn is None else warn)(f"warning: the prompt is {len(ids) - 1} tokens; kept its last {keep} so "
-                    f"that prompt and {max_new_tokens} new tokens fit the context of {context}")
+    (print if warn is None else warn)(
+        f"warning: the prompt is {len(ids) - 1} tokens; kept its last {keep} so that prompt "
+        f"and {max_new_tokens} new tokens fit the context of {context}")
     ids = [tokenizer.bos_id] + (ids[len(ids) - keep:] if keep else [])
   total = len(ids) + max_new_tokens
   if getattr(model.stack, "kv_cache", True):

@@ -9,7 +9,9 @@ Restores onto whatever devices exist, reports loss with its standard error, perp
 bits per byte on the run's validation sample of the split (the same sequences the training
 loop evaluated), plus what the run's families report (Mixture-of-Depths:
 "mod_predictor_accuracy", the sampling predictor's agreement with the top-k decisions, ...),
-and writes them to DIR/eval.json.
+prints them, then writes DIR/eval.json (a failed write is one line; the result is already on
+the terminal). Sampling arguments are checked against the run (context, vocabulary) before
+anything is restored.
 --data.FIELD overrides evaluate on other data (the run's tokenizer is always used).
 """
 
@@ -18,8 +20,9 @@ import json
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from zoo import cli
 from zoo.config import ConfigError, DataConfig
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by train.py.")
@@ -41,7 +44,7 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from zoo import checkpoint, evaluation
+  from zoo import checkpoint, evaluation, workdir
   from zoo.training import restore
 
   types = {f.name: f.type for f in dataclasses.fields(DataConfig)}
@@ -49,24 +52,29 @@ def main(argv):
                for name, flag in _DATA.items() if flag.value is not None}
   overrides["eval_split"] = _SPLIT.value
   try:
+    if _SAMPLE.value is not None:  # checked before anything is restored
+      evaluation.check_sampling(restore.load_config(_WORKDIR.value, overrides),
+                                max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
+                                top_k=_TOP_K.value)
     extra = {} if _EVAL_TOKENS.value is None else {"eval_tokens": _EVAL_TOKENS.value}
     run = restore.load_run(_WORKDIR.value, step=_STEP.value, data_overrides=overrides, **extra)
     if _SAMPLE.value is not None:
       text = evaluation.sample(run.model(), run.tokenizer, _SAMPLE.value,
                                max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
-                               top_k=_TOP_K.value, seed=_SEED.value)
+                               top_k=_TOP_K.value, seed=_SEED.value, context=run.cfg.seq_len,
+                               warn=lambda line: print(line, file=sys.stderr))
       print(_SAMPLE.value + text)
       return
     result = restore.evaluate(run)
     result.update(restore.family_statistics(run))
+    print(json.dumps(result), flush=True)  # before writing: a failed write loses nothing
     if _FIGURES.value:
       result["figures"] = restore.family_figures(run, _WORKDIR.value)
-  except (ConfigError, checkpoint.CheckpointError) as e:
-    sys.exit(f"error: {e}")
-  with open(os.path.join(_WORKDIR.value, "eval.json"), "w") as f:
-    json.dump(result, f, indent=2)
-  print(json.dumps(result))
+    workdir.atomic_write(os.path.join(_WORKDIR.value, "eval.json"), json.dumps(result, indent=2))
+  except (ConfigError, checkpoint.CheckpointError, evaluation.SamplingError,
+          workdir.WorkdirError) as e:
+    cli.fail(e, code=1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -3,15 +3,18 @@
   python train.py --config configs/dense.py:tiny --workdir /tmp/zoo/dense_tiny \
       [--config.steps=200 --config.model.d_model=128 ...]
 
-Any config field can be overridden with --config.FIELD=VALUE. A bad value stops with one
-line naming the field, before anything is compiled or written.
+Any config field can be overridden with --config.FIELD=VALUE. A bad value, a misspelled
+field, a workdir another run holds or storage that cannot be written stops with one line,
+before anything is compiled or written.
 """
 
+import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
+from zoo import cli
 from zoo import config as config_lib
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<size>")
@@ -24,15 +27,20 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # orbax and grain log every file at INFO
   import jax
 
-  from zoo import training
+  from zoo import checkpoint, training, workdir
 
   try:
-    cfg = config_lib.from_configdict(_CONFIG.value)
+    cfg = config_lib.from_configdict(cli.config_value(_CONFIG))
     config_lib.validate(cfg, jax.device_count())
     training.train(cfg, _WORKDIR.value)
-  except config_lib.ConfigError as e:
-    sys.exit(f"error: {e}")
+  except checkpoint.SaveFailed as e:
+    # orbax's threads of the failed save wait 300 s before the interpreter could exit.
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    os._exit(1)
+  except (config_lib.ConfigError, checkpoint.CheckpointError, workdir.WorkdirError,
+          training.Diverged) as e:
+    cli.fail(e, code=1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -41,6 +41,10 @@ class CheckpointMismatch(CheckpointError):
   """A checkpoint that reads but does not belong to this run (model, tokenizer, processes)."""
 
 
+class SaveFailed(CheckpointError):
+  """A save that did not complete (storage full, read-only, I/O error)."""
+
+
 def metadata(cfg: Config, tokenizer_fingerprint: str) -> dict:
   return {
       "layout_version": LAYOUT_VERSION,
@@ -87,26 +91,74 @@ def _flat(fields: dict, prefix: str = "") -> dict:
 
 
 class Checkpointer:
-  """Saves and restores train state + data iterator state under `directory`."""
+  """Saves and restores train state + data iterator state under `directory`.
 
-  def __init__(self, directory: str, *, keep: int, async_save: bool = True):
+  `read_only` opens it without creating, cleaning or deleting anything: eval.py reading a
+  workdir that is being trained, and train.py before the run is known to be compatible.
+  """
+
+  def __init__(self, directory: str, *, keep: int, async_save: bool = True,
+               read_only: bool = False):
     self.directory = os.path.abspath(directory)
+    # Not orbax's read_only (it logs three warnings): reading never creates, cleans or
+    # deletes anything when the manager is not asked to save.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, enable_async_checkpointing=async_save, cleanup_tmp_directories=True,
-        create=True)
+        max_to_keep=keep, enable_async_checkpointing=async_save,
+        cleanup_tmp_directories=not read_only, create=not read_only)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
     self.last_block_s = 0.0  # how long the last save blocked the caller
+    self.unreadable: list[int] = []  # newer steps restore_latest skipped
+    self._saving: int | None = None  # the step of an async save not yet known to be done
+    self.failed = False
 
   def steps(self) -> list[int]:
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state, data_iter, meta: dict) -> None:
+    self.check()
     start = time.perf_counter()
     items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(meta)}
     if data_iter is not None:
       items["data"] = grain.checkpoint.CheckpointSave(data_iter)
-    self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+    try:
+      self.manager.save(step, args=ocp.args.Composite(**items), force=True)
+    except Exception as e:  # noqa: BLE001  (orbax wraps the OSError in several types)
+      self._fail(self._saving or step, e)  # orbax first waits for the save in flight
+    self._saving = step
     self.last_block_s = time.perf_counter() - start
+
+  def check(self) -> None:
+    """Raises SaveFailed once the async save in flight has failed (cheap; call every step):
+    orbax reports it only when waited on, and its other threads then wait 300 s."""
+    if self._saving is None or self.manager.is_saving_in_progress():
+      return
+    step, self._saving = self._saving, None
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      self._fail(step, e)
+
+  def _fail(self, step: int, e: Exception):
+    self.failed = True
+    kept = [s for s in self.steps() if s != step]
+    raise SaveFailed(
+        f"saving checkpoint {step} in {self.directory} failed ({type(e).__name__}: "
+        f"{_first_line(e)}); the newest complete checkpoint is "
+        f"{kept[-1] if kept else 'none'}") from e
+
+  def move_aside(self, steps: list[int]) -> list[tuple[int, str]]:
+    """Renames unreadable steps into `<directory>.unreadable/` (never deletes them), so
+    the run can save those steps again; returns (step, new path) pairs."""
+    moved = []
+    for step in steps:
+      target = os.path.join(f"{self.directory}.unreadable",
+                            f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      os.rename(os.path.join(self.directory, str(step)), target)
+      moved.append((step, target))
+    if moved:
+      self.manager.reload()
+    return moved
 
   def read_meta(self, step: int) -> dict:
     try:
@@ -132,8 +184,10 @@ class Checkpointer:
     """(step, state) from the newest checkpoint that reads, or None when there is none.
 
     A checkpoint that does not match the config stops the run; one that does not read
-    (truncated, corrupted) is skipped with a warning in favour of the next older one.
+    (truncated, corrupted) is skipped with a warning in favour of the next older one and
+    listed in `self.unreadable` (see `move_aside`).
     """
+    self.unreadable = []
     for step in reversed(self.steps()):
       where = f"checkpoint {step} in {self.directory}"
       try:
@@ -145,15 +199,23 @@ class Checkpointer:
         raise
       except CheckpointError as e:
         logging.warning("skipping unreadable %s: %s", where, e)
+        self.unreadable.append(step)
     if self.steps():
-      raise CheckpointError(f"no checkpoint in {self.directory} could be read")
+      raise CheckpointError(f"no checkpoint in {self.directory} could be read; move the "
+                            "directory aside to start the run again")
     return None
 
   def wait(self) -> None:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    if self.failed:
+      return  # orbax's threads of the failed save are stuck on a 300 s timeout
+    step, self._saving = self._saving, None
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      self._fail(step, e)
     self.manager.close()
 
 

@@ -25,6 +25,7 @@ import sentencepiece as spm
 from flax import nnx
 
 from zoo import data, registry, sharding
+from zoo.config import Config
 
 _TOKEN_BYTES: dict[str, np.ndarray] = {}
 
@@ -77,17 +78,40 @@ def evaluate(eval_fn, state, eval_set: data.EvalSet, mesh, tokenizer: data.Token
   return result
 
 
+class SamplingError(ValueError):
+  """A sampling argument that cannot be used; the message is one line."""
+
+
+def check_sampling(cfg: Config, *, max_new_tokens: int, temperature: float, top_k: int):
+  """Raises SamplingError naming the argument: the run's context bounds the new tokens."""
+  if not 1 <= max_new_tokens < cfg.seq_len:
+    raise SamplingError(f"--max_new_tokens={max_new_tokens} is invalid: allowed 1.."
+                        f"{cfg.seq_len - 1} (the run's context is seq_len={cfg.seq_len})")
+  if not (math.isfinite(temperature) and temperature >= 0):
+    raise SamplingError(f"--temperature={temperature} is invalid: allowed >= 0 (0: greedy)")
+  if not 0 <= top_k <= cfg.model.vocab_size:
+    raise SamplingError(f"--top_k={top_k} is invalid: allowed 0..{cfg.model.vocab_size} "
+                        "(the vocabulary; 0: all)")
+
+
 def sample(model: nnx.Module, tokenizer: data.Tokenizer, prompt: str, *,
            max_new_tokens: int = 64, temperature: float = 0.0, top_k: int = 0,
-           seed: int = 0) -> str:
+           seed: int = 0, context: int | None = None, warn=None) -> str:
   """Continues `prompt`: greedy when temperature is 0, else softmax(logits / T) over top-k.
 
   Decodes with a KV cache, one token per call; a stack that applies its layers more than
   once per token (a stack registered with `kv_cache=False`, e.g. Ladder) instead reruns the
-  whole window,
-  padded to its final length with segment-0 tokens (exact, as the model is causal).
+  whole window, padded to its final length with segment-0 tokens (exact, as the model is
+  causal). A prompt that leaves less than `max_new_tokens` of the `context` the model was
+  trained on is cut from the left (the model never saw longer windows), with a call to `warn`.
   """
   ids = [tokenizer.bos_id] + tokenizer.encode(prompt)
+  if context and len(ids) + max_new_tokens > context:
+    keep = max(context - max_new_tokens - 1, 0)
+    (print if warn is None else warn)(
+        f"warning: the prompt is {len(ids) - 1} tokens; kept its last {keep} so that prompt "
+        f"and {max_new_tokens} new tokens fit the context of {context}")
+    ids = [tokenizer.bos_id] + (ids[len(ids) - keep:] if keep else [])
   total = len(ids) + max_new_tokens
   if registry.stack(model.cfg.stack).kv_cache:
     model.init_cache(1, total)

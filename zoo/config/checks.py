@@ -11,7 +11,7 @@ import os
 
 from zoo import registry
 from zoo.config.errors import ConfigError
-from zoo.config.schema import (ACTIVATIONS, DATA_SOURCES, DTYPES, NORMS, OPTIMIZERS,
+from zoo.config.schema import (ACTIVATIONS, DATA_SOURCES, DTYPES, NONFINITE, NORMS, OPTIMIZERS,
                                REMAT_POLICIES, SCHEDULES, Config, DataConfig, MeshConfig,
                                ModelConfig)
 
@@ -95,6 +95,7 @@ def validate(cfg: Config, num_devices: int) -> None:
     positive(name, getattr(cfg, name))
   positive("eval_tokens", cfg.eval_tokens, allow_zero=True)
   positive("peak_flops_per_device", cfg.peak_flops_per_device, allow_zero=True)
+  one_of("nonfinite", cfg.nonfinite, NONFINITE)
   validate_model(cfg.model)
   for family in registry.families():
     if family.validate is not None:

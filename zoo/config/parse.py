@@ -83,7 +83,7 @@ def _coerce(hint, value, field: str):
   if hint is float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
       raise ConfigError(field, value, "a number")
-    if not math.isfinite(value):
+    if not math.isfinite(value):  # NaN compares false everywhere: it would pass every check
       raise ConfigError(field, value, "a finite number")
     return float(value)
   if hint is str:

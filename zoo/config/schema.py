@@ -146,6 +146,7 @@ class Config:
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
   peak_flops_per_device: float = 0.0  # 0: look up the device kind (measured on CPU)
+  nonfinite: str = "stop"  # non-finite loss or grad norm: "stop" the run, or "skip" the update
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   mesh: MeshConfig = MeshConfig()
   optimizer: OptimizerConfig = OptimizerConfig()
@@ -159,3 +160,4 @@ DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DATA_SOURCES = ("stdlib", "local_text", "tfds")
+NONFINITE = ("stop", "skip")

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 import tensorflow_datasets as tfds
 
 from zoo.config import ConfigError, DataConfig, DATA_SOURCES
-from zoo.data import documents
+from zoo.data import documents, tfds_errors
 from zoo.data.cache import building_dir, cache_root, digest
 
 log = logging.getLogger(__name__)
@@ -143,15 +143,10 @@ def _tfds_corpus(data_cfg: DataConfig) -> Corpus:
   try:
     builder = tfds.builder(data_cfg.name, data_dir=data_dir)
   except Exception as e:  # DatasetNotFoundError, or a bad config / version in the name
-    raise ConfigError("data.name", data_cfg.name, f"a registered TFDS dataset ({e})") from e
+    raise tfds_errors.unknown_name(data_cfg.name, e) from e
   if not builder.is_prepared():
     log.info("preparing TFDS dataset %s in %s", data_cfg.name, builder.data_dir)
-    try:
-      builder.download_and_prepare(file_format="array_record")
-    except Exception as e:
-      raise ConfigError("data.name", data_cfg.name,
-                        f"a TFDS dataset prepared in array_record format under data.path "
-                        f"(preparing it failed: {type(e).__name__}: {e})") from e
+    tfds_errors.prepare(builder, data_cfg.name, data_dir or str(builder.data_dir_root))
   if data_cfg.text_feature not in builder.info.features:
     raise ConfigError("data.text_feature", data_cfg.text_feature,
                       f"a feature of {data_cfg.name}: {sorted(builder.info.features)}")

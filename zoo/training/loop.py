@@ -9,29 +9,35 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 
 import jax
 import tqdm
 
 from zoo import accounting, checkpoint, data, evaluation, registry, sharding
+from zoo import workdir as workdir_lib
 from zoo.config import Config, to_dict
 from zoo.training import step as step_lib
 from zoo.training.metrics import MetricWriter, json_value, peak_flops_per_device
 
+class Diverged(RuntimeError):
+  """Training stopped at a non-finite loss, gradient norm or state; one line says where."""
 
-def _prepare_workdir(cfg: Config, workdir: str, tokenizer) -> None:
-  """config.json and a copy of the tokenizer, so eval.py needs nothing but the workdir."""
-  os.makedirs(workdir, exist_ok=True)
+
+def _prepare_workdir(cfg: Config, workdir: str, tokenizer, state) -> None:
+  """Probes storage, then writes config.json and a copy of the tokenizer (atomically), so
+  eval.py needs nothing but the workdir. Runs only once the run is known compatible."""
+  need = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state))
+  workdir_lib.probe(os.path.join(workdir, "checkpoints"), need_bytes=need,
+                    what="checkpoint directory")
   if jax.process_index() != 0:
     return
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(to_dict(cfg), f, indent=2)
+  workdir_lib.probe(workdir, what="workdir")
+  workdir_lib.atomic_write(os.path.join(workdir, "config.json"),
+                           json.dumps(to_dict(cfg), indent=2))
   target = os.path.join(workdir, data.TOKENIZER_FILE)
   if not os.path.exists(target):
-    shutil.copyfile(tokenizer.path, target + ".tmp")
-    os.replace(target + ".tmp", target)
+    workdir_lib.atomic_copy(tokenizer.path, target)
 
 
 def _prepared(cfg: Config, tokenizer, echo) -> Config:
@@ -43,26 +49,52 @@ def _prepared(cfg: Config, tokenizer, echo) -> Config:
 
 
 def _truncate_metrics(workdir: str, step: int) -> None:
-  """Drops records after `step` (written before an interruption) so no step repeats."""
+  """Drops records after `step` (written before an interruption) so no step repeats; a line
+  cut short by a kill is dropped too."""
   path = os.path.join(workdir, "metrics.jsonl")
   if jax.process_index() != 0 or not os.path.exists(path):
     return
   with open(path) as f:
-    kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-  with open(path + ".tmp", "w") as f:
-    f.writelines(kept)
-  os.replace(path + ".tmp", path)
+    lines = f.readlines()
+  kept = [line for line in lines if (_record_step(line) or step + 1) <= step]  # steps >= 1
+  if kept != lines:
+    workdir_lib.atomic_write(path, "".join(kept))
+
+
+def _record_step(line: str) -> int | None:
+  try:
+    return int(json.loads(line)["step"])
+  except (ValueError, KeyError, TypeError):
+    return None
 
 
 def train(cfg: Config, workdir: str, *, echo=print) -> dict:
   """Trains `cfg` to `cfg.steps` in `workdir`, resuming if it holds checkpoints.
 
-  `cfg` must already be validated (`zoo.config.validate`). Returns the last metrics.
+  `cfg` must already be validated (`zoo.config.validate`). Returns the last metrics. Holds
+  the workdir's lock throughout; writes nothing there until the checkpoints are known to
+  belong to this run.
   """
+  with workdir_lib.locked(workdir, enabled=jax.process_index() == 0, echo=echo):
+    return _train(cfg, workdir, echo)
+
+
+def _restore(cfg: Config, workdir: str, state, train_iter, tokenizer):
+  """(first step, state, unreadable newer steps), read without writing anything."""
+  reader = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=1 << 30,
+                                   read_only=True)
+  try:
+    restored = reader.restore_latest(state, train_iter, cfg, tokenizer.fingerprint)
+  finally:
+    reader.close()
+  first_step, state = restored or (0, state)
+  return first_step, state, reader.unreadable
+
+
+def _train(cfg: Config, workdir: str, echo) -> dict:
   mesh = sharding.make_mesh(cfg.mesh)
   tokenizer = data.load_tokenizer(cfg.data)  # fails early on a bad data config
   cfg = _prepared(cfg, tokenizer, echo)
-  _prepare_workdir(cfg, workdir, tokenizer)
   echo(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; mesh "
        f"{dict(mesh.shape)}")
   echo(accounting.summary(cfg))
@@ -78,21 +110,20 @@ def train(cfg: Config, workdir: str, *, echo=print) -> dict:
                                   eval_tokens=cfg.eval_tokens)
     echo(f"validation: {len(eval_set.index):,} sequences of {cfg.seq_len} tokens drawn from "
          f"the {len(eval_set.windows):,} of split {eval_set.split!r}")
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                 keep=cfg.keep_checkpoints)
-  meta = checkpoint.metadata(cfg, tokenizer.fingerprint)
-  restored = ckpt.restore_latest(state, train_iter, cfg, tokenizer.fingerprint)
-  if restored:
-    first_step, state = restored
-    _truncate_metrics(workdir, first_step)
-    echo(f"resumed from step {first_step} ({ckpt.directory})")
-  else:
-    first_step = 0
+  first_step, state, unreadable = _restore(cfg, workdir, state, train_iter, tokenizer)
   if first_step >= cfg.steps:
     echo(f"nothing to do: the workdir is already at step {first_step} of {cfg.steps}")
-    ckpt.close()
     return {}
+  _prepare_workdir(cfg, workdir, tokenizer, state)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                 keep=cfg.keep_checkpoints)
   try:
+    for step, path in ckpt.move_aside(unreadable) if jax.process_index() == 0 else ():
+      echo(f"warning: checkpoint {step} does not read; moved it to {path}")
+    _truncate_metrics(workdir, first_step)
+    if first_step:
+      echo(f"resumed from step {first_step} ({ckpt.directory})")
+    meta = checkpoint.metadata(cfg, tokenizer.fingerprint)
     return _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, eval_set, tokenizer,
                  ckpt, meta, first_step, echo)
   finally:
@@ -105,6 +136,7 @@ def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, eval_set, to
   peak = peak_flops_per_device(cfg.peak_flops_per_device) * jax.device_count()
   tokens_per_step = cfg.batch_size * cfg.seq_len
   writer = MetricWriter(workdir)
+  guard = _FiniteGuard(cfg, ckpt)
   last: dict = {}
   with sharding.activate(mesh):
     batch = sharding.global_batch(next(train_iter), mesh)
@@ -117,19 +149,26 @@ def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, eval_set, to
       if step > first_step + 1:
         batch = sharding.global_batch(next(train_iter), mesh)
       state, metrics = train_fn(state, batch)
+      guard.add(step, metrics)
+      ckpt.check()  # a failed async save stops the run now, not at the next save
       bar.update(1)
+      saving = step % cfg.checkpoint_every == 0 or step == cfg.steps
       if step % cfg.log_every == 0 or step == cfg.steps:
+        skipped = guard.check()
         metrics = jax.device_get(metrics)
         elapsed = time.perf_counter() - tick - paused
         steps_done = step - tick_step
         rate = tokens_per_step * steps_done / elapsed
-        last = {**{k: json_value(v) for k, v in metrics.items()}, "tokens_per_s": rate,
-                "mfu": flops_per_step * steps_done / elapsed / peak,
+        last = {**{k: json_value(v) for k, v in metrics.items() if k != "finite"},
+                "tokens_per_s": rate, "mfu": flops_per_step * steps_done / elapsed / peak,
                 "step_time_s": elapsed / steps_done}
+        if cfg.nonfinite == "skip":
+          last["skipped_updates"] = skipped  # since the previous record
         writer.add(step, last)
         bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{rate:,.0f}")
         bar.write(f"step {step}: loss {last['loss']:.4f} lr {last['lr']:.2e} "
-                  f"{rate:,.0f} tok/s mfu {last['mfu']:.1%}")
+                  f"{rate:,.0f} tok/s mfu {last['mfu']:.1%}"
+                  + (f" ({skipped} non-finite updates skipped)" if skipped else ""))
         tick, tick_step, paused = time.perf_counter(), step, 0.0
       pause_start = time.perf_counter()
       if eval_set is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
@@ -142,7 +181,8 @@ def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, eval_set, to
         bar.write(f"step {step}: validation loss {result['eval_loss']:.4f} "
                   f"± {result['eval_loss_stderr']:.4f} (perplexity "
                   f"{result['eval_perplexity']:.1f}, {result['eval_tokens']:,} tokens)")
-      if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+      if saving:
+        guard.check_state(step, state)
         ckpt.save(step, state, train_iter, meta)
         writer.add(step, {"checkpoint_block_s": ckpt.last_block_s})
       paused += time.perf_counter() - pause_start  # not training throughput
@@ -150,3 +190,39 @@ def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, eval_set, to
     bar.close()
   writer.close()
   return last
+
+
+class _FiniteGuard:
+  """Checks the steps' `finite` flags in batches (at log and save steps, so the device is
+  not synchronised every step) and stops, or counts skipped updates, per `cfg.nonfinite`.
+  The step itself never applies a non-finite update, so the state stays the last good one."""
+
+  def __init__(self, cfg: Config, ckpt: checkpoint.Checkpointer):
+    self.cfg, self.ckpt, self.pending = cfg, ckpt, []
+    self._state_ok = jax.jit(step_lib.all_finite)
+
+  def add(self, step: int, metrics: dict) -> None:
+    self.pending.append((step, metrics["finite"], metrics["loss"], metrics["grad_norm"]))
+
+  def check(self) -> int:
+    """The number of skipped (non-finite) updates since the last check; raises Diverged at
+    the first one unless nonfinite='skip'."""
+    pending, self.pending = jax.device_get(self.pending), []
+    bad = [(step, loss, norm) for step, ok, loss, norm in pending if not ok]
+    if bad and self.cfg.nonfinite == "stop":
+      step, loss, norm = bad[0]
+      raise Diverged(f"step {step}: loss {float(loss)}, gradient norm {float(norm)} is not "
+                     f"finite; stopped without applying it. {self._last_good()} (lower "
+                     "optimizer.lr, or set nonfinite='skip' to skip such updates)")
+    return len(bad)
+
+  def check_state(self, step: int, state) -> None:
+    self.check()
+    if not bool(self._state_ok((state.params, state.opt_state))):
+      raise Diverged(f"step {step}: the parameters or optimizer state are not finite; not "
+                     f"saved. {self._last_good()}")
+
+  def _last_good(self) -> str:
+    steps = self.ckpt.steps()
+    where = f"checkpoint {steps[-1]} in {self.ckpt.directory}" if steps else "none yet"
+    return f"The last good checkpoint is {where}"

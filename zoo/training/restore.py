@@ -79,7 +79,8 @@ def load_run(workdir: str, *, step: int | None = None, data_overrides: dict | No
   tokenizer = data.load_tokenizer(cfg.data)
   mesh = sharding.make_mesh(cfg.mesh)
   trainer, state, shardings = step_lib.create(cfg, mesh)
-  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=1 << 30)
+  ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=1 << 30,
+                                 read_only=True)  # a run being trained is not disturbed
   try:
     if step is None:
       restored = ckpt.restore_latest(state, None, cfg, tokenizer.fingerprint)

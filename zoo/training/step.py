@@ -124,19 +124,35 @@ def loss_and_grads(trainer: Trainer, state: TrainState, batch: dict):
 
 def train_step(trainer: Trainer, state: TrainState, batch: dict):
   """One optimizer update; returns the new state and a dict of metrics (scalars, and the
-  blocks' vector statistics such as "layer_<i>/moe/expert_load")."""
+  blocks' vector statistics such as "layer_<i>/moe/expert_load").
+
+  An update whose loss or gradient norm is not finite is not applied (the step counter
+  still advances) and `metrics["finite"]` is False: the state held is always finite, and
+  the loop decides whether to stop or go on (config `nonfinite`).
+  """
   loss, grads, aux = loss_and_grads(trainer, state, batch)
   updates, opt_state = trainer.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  grad_norm = optax.tree.norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)  # noqa: E731
   metrics = {
       "loss": loss,
       "lr": schedule(trainer.cfg.optimizer, trainer.cfg.steps)(state.step),
-      "grad_norm": optax.tree.norm(grads),
+      "grad_norm": grad_norm,
+      "finite": finite,
       **aux,
   }
-  new_state = dataclasses.replace(state, step=state.step + 1, params=params,
-                                  opt_state=opt_state)
+  new_state = dataclasses.replace(state, step=state.step + 1, params=keep(params, state.params),
+                                  opt_state=keep(opt_state, state.opt_state))
   return new_state, metrics
+
+
+def all_finite(tree) -> jax.Array:
+  """True when every floating-point leaf of `tree` is finite (checked before each save)."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+            if jnp.issubdtype(x.dtype, jnp.floating)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def eval_step(trainer: Trainer, state: TrainState, batch: dict):

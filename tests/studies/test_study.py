@@ -6,7 +6,7 @@ import random
 import pandas as pd
 import pytest
 
-from zoo.studies import results, runner
+from zoo.studies import cli, fits, results, runner
 from zoo.studies import spec as spec_lib
 
 WORDS = "the quick brown fox jumps over a lazy dog while seven wizards hex jovial zebras".split()
@@ -62,3 +62,8 @@ def test_dry_run_then_run_then_resume(study):
   assert pd.read_csv(os.path.join(study_dir, runner.RESULTS_FILE)).shape[0] == 4
   for name in table.name:
     assert results.is_done(os.path.join(study_dir, name))
+  cli.report(spec, study_dir)  # plots from the table on disk
+  assert os.path.exists(os.path.join(study_dir, "plots", "isoflop_total.svg"))
+  fit = fits.kaplan(results.with_n(table, "trainable"), irreducible=False, n_boot=10)
+  print(fit.table())
+  assert fit.ok

@@ -209,14 +209,14 @@ def fit_lse_law(law: LseLaw, x: dict[str, np.ndarray], loss: np.ndarray, *,
                             options=dict(maxiter=2000, ftol=1e-12, gtol=1e-9))
     if best is None or res.fun < best[1].fun:
       best = (theta0, res)
-  theta0, res = best
+  _, res = best
   names = law.coefs + law.exponents
   warnings = [f"{n} = {v:.4g} stopped at its bound {b}" for n, v, b in
               ((n, v, b) for n, v, bs in zip(names, res.x, bounds) for b in bs)
               if abs(v - b) <= 1e-6 * max(1.0, abs(b))]
-  warnings += [f"the best start had {n} at the edge of its initial grid {tuple(a.tolist())}"
-               for n, v, a in zip(names, theta0, axes)
-               if len(a) > 1 and v in (a.min(), a.max())]
+  warnings += [f"{n} = {v:.4g} lies outside its initial grid [{a.min():.4g}, {a.max():.4g}]"
+               " (log scale for coefficients): widen the grid to check it" for n, v, a in
+               zip(names, res.x, axes) if len(a) > 1 and not a.min() <= v <= a.max()]
   return res.x, warnings, {"objective": float(res.fun), "converged": bool(res.success)}
 
 

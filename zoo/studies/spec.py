@@ -25,9 +25,13 @@ SPEC_PREFIX = "configs/studies/"
 @dataclasses.dataclass(frozen=True)
 class Variant:
   name: str
-  preset: str  # "configs/<family>.py:<arg>"
+  preset: str  # "configs/<family>.py:<arg>"; "{size}" in it is replaced by the size's name
   overrides: Mapping = dataclasses.field(default_factory=dict)  # dotted field -> value
   tags: Mapping = dataclasses.field(default_factory=dict)  # extra result columns, e.g. G
+  # Runs of this variant spend budget x budget_scale: e.g. a Ladder x2 at scale 2 sees the
+  # tokens of the dense runs of its group (more compute at fixed parameters, Ju et al.).
+  budget_scale: float = 1.0
+  sizes: tuple[str, ...] | None = None  # only these sizes (None: all of the study's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +66,10 @@ class Run:
   @property
   def flops(self) -> float:
     return self.cfg.steps * accounting.count_flops(self.cfg).train_per_step
+
+  @property
+  def target(self) -> float:
+    return self.budget * self.variant.budget_scale
 
 
 def load_preset(preset: str) -> ml_collections.ConfigDict:
@@ -101,12 +109,12 @@ def build_config(spec: StudySpec, variant: Variant, size: Size, budget: float, s
                  num_devices: int = 1) -> config_lib.Config | None:
   """The run's config, with its steps set by the budget; None when the budget buys fewer than
   `spec.min_steps` steps."""
-  c = load_preset(variant.preset)
+  c = load_preset(variant.preset.format(size=size.name))
   for overrides in (spec.shared, size.overrides, variant.overrides):
     _apply(c, overrides)
   c.seed = seed
   per_step = accounting.count_flops(config_lib.from_configdict(c)).train_per_step
-  steps = int(round(budget / per_step))
+  steps = int(round(budget * variant.budget_scale / per_step))
   if steps < spec.min_steps:
     return None
   c.steps = steps
@@ -125,6 +133,8 @@ def expand(spec: StudySpec, num_devices: int = 1) -> tuple[list[Run], list[str]]
   for budget in spec.budgets:
     for variant in spec.variants:
       for size in spec.sizes:
+        if variant.sizes is not None and size.name not in variant.sizes:
+          continue
         for seed in spec.seeds:
           name = run_name(variant, size, budget, seed)
           cfg = build_config(spec, variant, size, budget, seed, num_devices)
@@ -136,11 +146,12 @@ def expand(spec: StudySpec, num_devices: int = 1) -> tuple[list[Run], list[str]]
 
 
 def isoflop_spread(runs: Sequence[Run]) -> dict[float, float]:
-  """Per budget, (max - min) / budget of the FLOPs the runs will spend."""
+  """Per budget, (max - min) / target of the FLOPs the runs will spend over their target
+  (budget x the variant's budget_scale)."""
   out = {}
   for budget in sorted({r.budget for r in runs}):
-    spent = [r.flops for r in runs if r.budget == budget]
-    out[budget] = (max(spent) - min(spent)) / budget
+    spent = [r.flops / r.target for r in runs if r.budget == budget]
+    out[budget] = max(spent) - min(spent)
   return out
 
 

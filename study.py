@@ -5,6 +5,7 @@
   python study.py report --spec configs/studies/raposo.py:cpu --dir runs/raposo
   python study.py fit --csv runs/chatelain/results.csv --law kaplan --n_column params_trainable
   python study.py fit --csv my_runs.csv --law chinchilla3        # columns N, D, loss
+  python study.py plan --json my_runs.krajewski.json --compute 1e20 1e22
 
 The logic lives in zoo/studies (cli.py); the command parses and calls it.
 """

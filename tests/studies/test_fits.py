@@ -66,6 +66,7 @@ def test_chinchilla1_envelope_of_training_curves():
   check(result, {"a": A_OPT, "b": 1 - A_OPT}, rel=0.15)
 
 
+@pytest.mark.slow
 def test_kaplan_frontier_with_irreducible_term():
   """Runs of many sizes along their curves; only the lower envelope follows the law."""
   rng = np.random.default_rng(2)

@@ -1,5 +1,5 @@
 """The `study.py` commands: run a study (or print its dry-run table), report on it (table,
-plots, verdicts), and fit a law to any CSV."""
+plots, verdicts), fit a law to any CSV, and plan compute-optimal granularity from a fit."""
 
 from __future__ import annotations
 
@@ -65,6 +65,22 @@ def cmd_fit(args) -> None:
   print(f"wrote {out}")
 
 
+def cmd_plan(args) -> None:
+  from zoo.studies import planner
+
+  with open(args.json) as f:
+    fitted = json.load(f)
+  if fitted.get("law") != "krajewski" or not fitted.get("ok"):
+    raise ValueError(f"--json={args.json}: needs an ok krajewski fit (study.py fit --law "
+                     "krajewski)")
+  params = {k: v["value"] for k, v in fitted["params"].items()}
+  flops = planner.MoeFlops(expansion=args.expansion, c_r=args.c_r, d_per_block=args.d_per_block)
+  for compute in args.compute:
+    print(f"compute {compute:.3g} FLOPs:")
+    print(planner.plan(params, compute, flops=flops).to_string(index=False,
+                                                               float_format="%.4g"))
+
+
 def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(prog="study.py", description=__doc__)
   sub = p.add_subparsers(dest="command", required=True)
@@ -94,6 +110,13 @@ def parser() -> argparse.ArgumentParser:
   fit.add_argument("--no_irreducible", action="store_true", help="kaplan: L = (C0/C)^alpha")
   fit.add_argument("--json", default="", help="output (default: beside the CSV)")
   fit.set_defaults(fn=cmd_fit)
+  plan = sub.add_parser("plan", help="compute-optimal N, D, G from a krajewski fit's JSON")
+  plan.add_argument("--json", required=True)
+  plan.add_argument("--compute", type=float, nargs="+", required=True, help="budgets in FLOPs")
+  plan.add_argument("--expansion", type=float, default=64.0, help="expansion rate E")
+  plan.add_argument("--c_r", type=float, default=14.0, help="router FLOPs (0: 6·N_active·D)")
+  plan.add_argument("--d_per_block", type=float, default=64.0, help="aspect ratio d/n_blocks")
+  plan.set_defaults(fn=cmd_plan)
   return p
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from zoo.studies import spec as spec_lib
-from zoo.studies import verdicts
+from zoo.studies import results, verdicts
 
 
 def curve_table(doped_shift=0.0, seeds=(0, 1)):
@@ -52,9 +52,18 @@ def test_trend_needs_two_standard_errors():
 
 
 @pytest.mark.parametrize("study", ["chatelain", "raposo", "roller", "krajewski"])
-def test_seed_specs_are_isoflop(study):
-  runs, skipped = spec_lib.expand(spec_lib.load_spec(f"configs/studies/{study}.py:cpu"), 8)
+def test_seed_specs_are_isoflop_and_give_a_verdict(study):
+  spec = spec_lib.load_spec(f"configs/studies/{study}.py:cpu")
+  runs, skipped = spec_lib.expand(spec, 8)
   spreads = spec_lib.isoflop_spread(runs)
-  print(study, len(runs), "runs", {f"{b:.0e}": f"{s:.2%}" for b, s in spreads.items()})
+  print(study, len(runs), "runs", {f"{b:.3g}": f"{s:.2%}" for b, s in spreads.items()})
   assert not skipped and len(runs) >= 16
   assert max(spreads.values()) < 0.01  # whole steps: the issue asks for 1%
+  rng = np.random.default_rng(0)  # made-up losses: the verdict code runs on any outcome
+  df = pd.DataFrame([results.describe(r) for r in runs]).assign(
+      loss=lambda d: 6 - 0.1 * np.log10(d.C) + rng.normal(0, 0.01, len(d)),
+      loss_stderr=0.005, step_time_s=1.0)
+  rows = spec.verdict(df)
+  print(verdicts.table(rows))
+  assert rows and all(r["verdict"] in (verdicts.HOLDS, verdicts.FAILS, verdicts.OPEN)
+                      for r in rows)

@@ -16,15 +16,17 @@ from zoo.studies import spec as spec_lib
 def report(spec: spec_lib.StudySpec, study_dir: str, df: pd.DataFrame | None = None,
            echo=print) -> pd.DataFrame:
   """results.csv, plots under plots/, and the verdict table (also verdict.json)."""
-  from zoo.studies import plots
-
   if df is None:
     df = runner.write_table(spec_lib.expand(spec)[0], study_dir)
   done = df[df.done]
   echo(f"{len(done)} of {len(df)} runs finished; results in "
        f"{os.path.join(study_dir, runner.RESULTS_FILE)}")
-  for path in plots.all_plots(done, os.path.join(study_dir, "plots"), spec.name):
-    echo(f"wrote {path}")
+  try:
+    from zoo.studies import plots
+    for path in plots.all_plots(done, os.path.join(study_dir, "plots"), spec.name):
+      echo(f"wrote {path}")
+  except ImportError as e:  # matplotlib is in the test and notebooks extras
+    echo(f"no plots: {e}")
   if spec.verdict and len(done):
     rows = [{"claim": f"[{spec.name}] {spec.claim}", "measured": "", "verdict": ""}]
     rows += spec.verdict(done)

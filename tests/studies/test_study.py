@@ -62,6 +62,11 @@ def test_dry_run_then_run_then_resume(study):
   assert pd.read_csv(os.path.join(study_dir, runner.RESULTS_FILE)).shape[0] == 4
   for name in table.name:
     assert results.is_done(os.path.join(study_dir, name))
+  # A run whose marker is lost is recognised from its checkpoints: nothing is retrained.
+  os.remove(os.path.join(study_dir, table.name[0], results.DONE_FILE))
+  steps_before = open(os.path.join(study_dir, table.name[0], "metrics.jsonl")).read()
+  assert runner.run(spec, study_dir).done.all()
+  assert open(os.path.join(study_dir, table.name[0], "metrics.jsonl")).read() == steps_before
   cli.report(spec, study_dir)  # plots from the table on disk
   assert os.path.exists(os.path.join(study_dir, "plots", "isoflop_total.svg"))
   fit = fits.kaplan(results.with_n(table, "trainable"), irreducible=False, n_boot=10)

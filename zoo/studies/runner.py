@@ -21,8 +21,9 @@ from zoo.training import step as step_lib
 RESULTS_FILE = "results.csv"
 
 
-def measure_step_time(cfg, steps: int = 2) -> float:
-  """Seconds per train step of `cfg` on random tokens, after one compile-and-run step."""
+def measure_step_time(cfg, steps: int = 2) -> tuple[float, float]:
+  """(seconds to build and compile, seconds per train step) of `cfg` on random tokens."""
+  start = time.perf_counter()
   mesh = sharding.make_mesh(cfg.mesh)
   trainer, state, shardings = step_lib.create(cfg, mesh)
   train_fn, _ = step_lib.jit_steps(trainer, shardings, mesh)
@@ -30,30 +31,32 @@ def measure_step_time(cfg, steps: int = 2) -> float:
     batch = sharding.global_batch(testing.random_batch(cfg, packed=False), mesh)
     state, _ = train_fn(state, batch)
     jax.block_until_ready(state)
+    compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(steps):
       state, _ = train_fn(state, batch)
     jax.block_until_ready(state)
-  return (time.perf_counter() - start) / steps
+  return compile_s, (time.perf_counter() - start) / steps
 
 
 def dry_run(spec: spec_lib.StudySpec, *, shard: str = "0/1", time_steps: int = 2,
             echo=print) -> pd.DataFrame:
-  """The table of runs without training; wall time estimated from a measured step of each
-  model (`time_steps=0` skips the measurement)."""
+  """The table of runs without training; wall time estimated from a measured compile and
+  step of each model (`time_steps=0` skips the measurement)."""
   runs, skipped = spec_lib.expand(spec, jax.device_count())
   mine = spec_lib.shard(runs, shard)
-  step_s: dict[tuple[str, str], float] = {}
+  timing: dict[tuple[str, str], tuple[float, float]] = {}
   rows = []
   for run in mine:
     key = (run.variant.name, run.size.name)
-    if time_steps and key not in step_s:
-      step_s[key] = measure_step_time(run.cfg, time_steps)
+    if time_steps and key not in timing:
+      timing[key] = measure_step_time(run.cfg, time_steps)
+    compile_s, step_s = timing.get(key, (np.nan, np.nan))
     d = results.describe(run)
     rows.append({k: d[k] for k in ("name", "params_total", "params_trainable",
                                    "params_frozen", "params_active", "flops_per_token",
                                    "steps", "D", "C")}
-                | {"est_wall_s": run.cfg.steps * step_s.get(key, np.nan)})
+                | {"est_wall_s": compile_s + run.cfg.steps * step_s})
   df = pd.DataFrame(rows)
   echo(df.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
   for budget, spread in spec_lib.isoflop_spread(runs).items():

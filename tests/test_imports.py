@@ -74,7 +74,8 @@ def test_kernels_depend_on_nothing_in_zoo():
 
 
 SHARED = ["zoo/config", "zoo/models", "zoo/accounting.py", "zoo/training", "zoo/checkpoint.py",
-          "zoo/evaluation.py", "zoo/sharding.py", "zoo/data", "train.py", "eval.py"]
+          "zoo/evaluation.py", "zoo/sharding.py", "zoo/data", "zoo/studies", "train.py", "eval.py",
+          "study.py"]
 
 
 @pytest.mark.parametrize("family", [f for f in registry.families() if f.name != "dense"],

@@ -5,6 +5,10 @@
 
 Any config field can be overridden with --config.FIELD=VALUE. A bad value stops with one
 line naming the field, before anything is compiled or written.
+
+Several processes (a TPU pod slice: run the same command on every host; found automatically
+on Cloud TPU VMs; elsewhere add --coordinator_address=HOST:PORT --num_processes=N
+--process_id=I, or set JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID).
 """
 
 import sys
@@ -13,25 +17,32 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from zoo import config as config_lib
+from zoo.training import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<family>.py:<size>")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where metrics (and checkpoints) go.")
+_CLUSTER = distributed.define_flags()
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)  # orbax and grain log every file at INFO
+  try:
+    distributed.initialize(**_CLUSTER())
+  except ValueError as e:
+    sys.exit(f"error: {e}")
   import jax
 
   from zoo import training
 
-  try:
-    cfg = config_lib.from_configdict(_CONFIG.value)
-    config_lib.validate(cfg, jax.device_count())
-    training.train(cfg, _WORKDIR.value)
-  except config_lib.ConfigError as e:
-    sys.exit(f"error: {e}")
+  with distributed.fail_fast():
+    try:
+      cfg = config_lib.from_configdict(_CONFIG.value)
+      config_lib.validate(cfg, jax.device_count())
+      training.train(cfg, _WORKDIR.value)
+    except config_lib.ConfigError as e:
+      sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

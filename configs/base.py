@@ -21,6 +21,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every = 500
   c.keep_checkpoints = 3
   c.peak_flops_per_device = 0.0  # 0: from the device kind (measured on CPU)
+  c.profile_start = 5  # a jax.profiler trace of profile_steps steps from here (0: none)
+  c.profile_steps = 0
 
   c.model = ml_collections.ConfigDict(dict(
       num_layers=2, d_model=128, num_heads=4, head_dim=0, d_ff=0, activation="gelu",

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import sentencepiece as spm
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from zoo import checkpoint, data, sharding
 from zoo import config as config_lib
@@ -109,13 +110,16 @@ def evaluate(run: Run, *, num_batches: int | None = None) -> dict:
   lengths = token_bytes(run.tokenizer)
   batches = data.make_eval_iterator(
       cfg.data, run.tokenizer, seq_len=cfg.seq_len, global_batch_size=cfg.batch_size,
-      num_batches=num_batches or cfg.eval_batches)
+      num_batches=num_batches or cfg.eval_batches,
+      rows=sharding.process_rows(run.mesh, cfg.batch_size))
   loss_sum, tokens, n_bytes = 0.0, 0.0, 0
   with sharding.activate(run.mesh):
     for batch in batches:
       s, n = run.eval_fn(run.state, sharding.global_batch(batch, run.mesh))
       loss_sum, tokens = loss_sum + float(s), tokens + float(n)
       n_bytes += int(lengths[batch["targets"][batch["segment_ids"] > 0]].sum())
+  if jax.process_count() > 1:  # each process counted the bytes of its own rows
+    n_bytes = int(np.sum(multihost_utils.process_allgather(np.int64(n_bytes))))
   loss = loss_sum / max(tokens, 1.0)
   return {"step": run.step, "split": cfg.data.eval_split, "loss": loss,
           "perplexity": math.exp(loss), "bits_per_byte": loss_sum / math.log(2) / max(n_bytes, 1),

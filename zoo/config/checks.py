@@ -192,6 +192,8 @@ def validate(cfg: Config, num_devices: int) -> None:
     _positive(name, getattr(cfg, name))
   _positive("eval_batches", cfg.eval_batches, allow_zero=True)
   _positive("peak_flops_per_device", cfg.peak_flops_per_device, allow_zero=True)
+  _positive("profile_start", cfg.profile_start)
+  _positive("profile_steps", cfg.profile_steps, allow_zero=True)
   validate_model(cfg.model)
   _validate_base_groups(cfg)
   validate_data(cfg.data)

@@ -123,6 +123,8 @@ class Config:
   checkpoint_every: int = 500
   keep_checkpoints: int = 3
   peak_flops_per_device: float = 0.0  # 0: look up the device kind (measured on CPU)
+  profile_start: int = 5  # first step of a jax.profiler trace into WORKDIR/profile
+  profile_steps: int = 0  # steps traced; 0: no trace
   model: ModelConfig = ModelConfig()
   mesh: MeshConfig = MeshConfig()
   optimizer: OptimizerConfig = OptimizerConfig()

@@ -20,8 +20,10 @@ import tqdm
 from zoo import accounting, checkpoint, data, sharding
 from zoo.config import Config
 from zoo.models import hashing
+from zoo.training import distributed
 from zoo.training import step as step_lib
 from zoo.training.metrics import MetricWriter, json_value, peak_flops_per_device
+from zoo.training.timing import Clock, Profile
 
 TOKENIZER_FILE = "tokenizer.model"
 
@@ -30,7 +32,7 @@ def evaluate(eval_fn, state, cfg: Config, tokenizer, mesh) -> dict:
   """Mean validation cross-entropy over `cfg.eval_batches` fixed batches."""
   batches = data.make_eval_iterator(
       cfg.data, tokenizer, seq_len=cfg.seq_len, global_batch_size=cfg.batch_size,
-      num_batches=cfg.eval_batches)
+      num_batches=cfg.eval_batches, rows=sharding.process_rows(mesh, cfg.batch_size))
   loss_sum, tokens = 0.0, 0.0
   for batch in batches:
     s, n = eval_fn(state, sharding.global_batch(batch, mesh))
@@ -78,21 +80,25 @@ def _truncate_metrics(workdir: str, step: int) -> None:
 def train(cfg: Config, workdir: str, *, echo=print) -> dict:
   """Trains `cfg` to `cfg.steps` in `workdir`, resuming if it holds checkpoints.
 
-  `cfg` must already be validated (`zoo.config.validate`). Returns the last metrics.
+  `cfg` must already be validated (`zoo.config.validate`). Returns the last metrics. In a
+  multi-process run every process calls this; only process 0 echoes and writes logs.
   """
+  if not distributed.is_primary():
+    echo = _silent
   mesh = sharding.make_mesh(cfg.mesh)
   tokenizer = data.load_tokenizer(cfg.data)  # fails early on a bad data config
+  distributed.check_same(tokenizer.fingerprint, "the tokenizer")
   cfg = _with_corpus_counts(cfg, tokenizer, echo)
   _prepare_workdir(cfg, workdir, tokenizer)
-  echo(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; mesh "
-       f"{dict(mesh.shape)}")
+  echo(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} in "
+       f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}")
   echo(accounting.summary(cfg))
 
   trainer, state, shardings = step_lib.create(cfg, mesh)
   train_fn, eval_fn = step_lib.jit_steps(trainer, shardings, mesh)
   train_iter = data.make_train_iterator(
       cfg.data, tokenizer, seq_len=cfg.seq_len, global_batch_size=cfg.batch_size,
-      seed=cfg.seed)
+      seed=cfg.seed, rows=sharding.process_rows(mesh, cfg.batch_size))
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                  keep=cfg.keep_checkpoints)
   meta = checkpoint.metadata(cfg, tokenizer.fingerprint)
@@ -114,50 +120,61 @@ def train(cfg: Config, workdir: str, *, echo=print) -> dict:
     ckpt.close()
 
 
+def _silent(*args, **kwargs) -> None:
+  del args, kwargs
+
+
 def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, tokenizer, ckpt, meta,
           first_step, echo) -> dict:
   flops_per_step = accounting.count_flops(cfg).train_per_step
   peak = peak_flops_per_device(cfg.peak_flops_per_device) * jax.device_count()
   tokens_per_step = cfg.batch_size * cfg.seq_len
   writer = MetricWriter(workdir)
+  profile = Profile(cfg, workdir, first_step)
+  clock = Clock()
   last: dict = {}
   with sharding.activate(mesh):
     batch = sharding.global_batch(next(train_iter), mesh)
     start = time.perf_counter()
     train_fn = train_fn.lower(state, batch).compile()
     echo(f"compiled the train step in {time.perf_counter() - start:.1f} s")
-    bar = tqdm.tqdm(total=cfg.steps, initial=first_step, unit="step", disable=None)
-    tick, tick_step, paused = time.perf_counter(), first_step, 0.0
+    bar = tqdm.tqdm(total=cfg.steps, initial=first_step, unit="step",
+                    disable=None if distributed.is_primary() else True)
+    write = bar.write if distributed.is_primary() else _silent  # keeps the bar intact
+    clock.reset(first_step)
     for step in range(first_step + 1, cfg.steps + 1):
       if step > first_step + 1:
-        batch = sharding.global_batch(next(train_iter), mesh)
+        with clock.outside("data"):
+          batch = sharding.global_batch(next(train_iter), mesh)
+      profile.before(step)
       state, metrics = train_fn(state, batch)
+      profile.after(step, state)
       bar.update(1)
       if step % cfg.log_every == 0 or step == cfg.steps:
         metrics = jax.device_get(metrics)
-        elapsed = time.perf_counter() - tick - paused
-        steps_done = step - tick_step
-        rate = tokens_per_step * steps_done / elapsed
+        times = clock.read(step)
+        rate = tokens_per_step * times["steps"] / times["train_s"]
         last = {**{k: json_value(v) for k, v in metrics.items()}, "tokens_per_s": rate,
-                "mfu": flops_per_step * steps_done / elapsed / peak,
-                "step_time_s": elapsed / steps_done}
+                "mfu": flops_per_step * times["steps"] / times["train_s"] / peak,
+                "step_time_s": times["train_s"] / times["steps"], **times["shares"]}
         writer.add(step, last)
         bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{rate:,.0f}")
-        bar.write(f"step {step}: loss {last['loss']:.4f} lr {last['lr']:.2e} "
-                  f"{rate:,.0f} tok/s mfu {last['mfu']:.1%}")
-        tick, tick_step, paused = time.perf_counter(), step, 0.0
-      pause_start = time.perf_counter()
+        write(f"step {step}: loss {last['loss']:.4f} lr {last['lr']:.2e} "
+             f"{rate:,.0f} tok/s mfu {last['mfu']:.1%} outside the step "
+             f"{last['outside_step_share']:.0%}")
       if cfg.eval_batches and (step % cfg.eval_every == 0 or step == cfg.steps):
-        result = evaluate(eval_fn, state, cfg, tokenizer, mesh)
+        with clock.outside("eval"):
+          result = evaluate(eval_fn, state, cfg, tokenizer, mesh)
         writer.add(step, result)
         last.update(result)
-        bar.write(f"step {step}: validation loss {result['eval_loss']:.4f} "
-                  f"(perplexity {result['eval_perplexity']:.1f})")
+        write(f"step {step}: validation loss {result['eval_loss']:.4f} "
+             f"(perplexity {result['eval_perplexity']:.1f})")
       if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-        ckpt.save(step, state, train_iter, meta)
+        with clock.outside("checkpoint"):
+          ckpt.save(step, state, train_iter, meta)
         writer.add(step, {"checkpoint_block_s": ckpt.last_block_s})
-      paused += time.perf_counter() - pause_start  # not training throughput
       writer.flush()
+    profile.close()
     bar.close()
   writer.close()
   return last

@@ -137,6 +137,10 @@ def check(cfg: Config, topo: Topology, devs=None) -> Report:
                               sharding=sharding.batch_sharding(mesh))
   batch = {key: spec for key in KEYS}
   report = Report(topo, len(devs), cfg.batch_size, 0.0, False)
+  report.params = _shard_bytes(state.params)
+  report.optimizer = _shard_bytes(state.opt_state)
+  report.other_state = _shard_bytes(state) - report.params - report.optimizer
+  report.batch = _shard_bytes(batch)
   start = time.perf_counter()
   try:
     with sharding.activate(mesh):
@@ -149,10 +153,6 @@ def check(cfg: Config, topo: Topology, devs=None) -> Report:
     return report
   report.compile_s = time.perf_counter() - start
   memory = compiled.memory_analysis()
-  report.params = _shard_bytes(state.params)
-  report.optimizer = _shard_bytes(state.opt_state)
-  report.other_state = _shard_bytes(state) - report.params - report.optimizer
-  report.batch = _shard_bytes(batch)
   report.temporaries = memory.temp_size_in_bytes
   report.code = memory.generated_code_size_in_bytes
   report.total = (memory.argument_size_in_bytes + memory.output_size_in_bytes
@@ -233,3 +233,48 @@ def describe(report: Report) -> str:
       f"  FLOPs per step      {report.compiled_flops:.4g} compiled vs {report.analytic_flops:.4g}"
       f" analytic (ratio {ratio:.3f})",
   ])
+
+
+# Quick mode: with HBM capped at 1 MiB every compile stops at XLA's first memory check, whose
+# message states the temporaries the program needs. Seconds instead of minutes per probe,
+# but an estimate: the later passes of a full compile shrink the temporaries (dense small on
+# v5e-8, 2 per chip: 4.67 GiB estimated, 3.96 GiB compiled).
+QUICK_LIBTPU_ARGS = "--xla_tpu_max_hbm_size_mib=1"
+_UNITS = {"B": 1, "K": 1024, "M": 1024**2, "G": GiB, "T": 1024 * GiB}
+
+
+def quick_estimate(cfg: Config, topo: Topology, devs=None) -> int:
+  """Estimated bytes per chip (state, batch, temporaries); needs QUICK_LIBTPU_ARGS set in
+  LIBTPU_INIT_ARGS before libtpu loads."""
+  report = check(cfg, topo, devs)
+  match = re.search(r"temporaries \(([\d.]+)([BKMGT])\)", report.error)
+  if report.fits or not match:
+    raise RuntimeError(f"quick mode needs LIBTPU_INIT_ARGS={QUICK_LIBTPU_ARGS} (got: "
+                       f"{report.error or 'a full compile'})")
+  temporaries = float(match.group(1)) * _UNITS[match.group(2)]
+  return int(report.params + report.optimizer + report.other_state + report.batch + temporaries)
+
+
+def quick_max_batch(cfg: Config, topo: Topology, devs=None, *, headroom: float = 0.25 * GiB
+                    ) -> tuple[int, dict[int, int]]:
+  """(largest batch whose quick estimate fits HBM minus `headroom`, {batch: bytes} probed).
+
+  Memory grows linearly with the batch: two probes give the line, and probes around its
+  crossing with the HBM size find the boundary."""
+  devs = devices(topo) if devs is None else devs
+  unit = batch_step(cfg, len(devs))
+  budget = topo.chip.hbm_bytes - headroom
+  seen: dict[int, int] = {}
+
+  def size(n: int) -> int:
+    if n * unit not in seen:
+      seen[n * unit] = quick_estimate(with_batch(cfg, n * unit), topo, devs)
+    return seen[n * unit]
+
+  slope = max(size(2) - size(1), 1)
+  n = max(int((budget - size(1)) // slope) + 1, 0)
+  while n > 0 and size(n) > budget:
+    n -= 1
+  while n < (1 << 16) // unit and size(n + 1) <= budget:
+    n += 1
+  return n * unit, seen

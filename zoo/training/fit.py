@@ -8,6 +8,11 @@ batch, and XLA's temporaries (the activations kept for the backward pass and the
 every op: XLA reports them as one number). A program larger than a chip's HBM does not
 compile ("RESOURCE_EXHAUSTED ... exceeds available HBM"); that line is the answer then.
 
+Kernels: the compile runs on a CPU process, so a config whose kernel backend is "" (by
+platform) gets the `xla` reference ops; set the backend to `pallas_tpu` to compile the
+Mosaic kernels. FLOPs: XLA's cost analysis counts a scanned loop's body once, so with
+`model.scan_layers` the compiled count holds one layer of the scan.
+
 Slice names follow Cloud TPU: v5e-N and v6e-N count chips, v4-N and v5p-N count TensorCores
 (two per chip: v5p-8 is 4 chips). "v5p:2x2x1"-style topology names are accepted as well.
 """
@@ -107,6 +112,7 @@ class Report:
   total: int = 0
   compiled_flops: float = 0.0  # per chip, XLA's count
   analytic_flops: float = 0.0  # per chip, zoo.accounting
+  scanned: bool = False  # model.scan_layers: XLA's FLOP count holds one layer of the scan
 
   @property
   def batch_per_chip(self) -> float:
@@ -136,7 +142,8 @@ def check(cfg: Config, topo: Topology, devs=None) -> Report:
   spec = jax.ShapeDtypeStruct((cfg.batch_size, cfg.seq_len), jnp.int32,
                               sharding=sharding.batch_sharding(mesh))
   batch = {key: spec for key in KEYS}
-  report = Report(topo, len(devs), cfg.batch_size, 0.0, False)
+  report = Report(topo, len(devs), cfg.batch_size, 0.0, False,
+                  scanned=cfg.model.scan_layers)
   report.params = _shard_bytes(state.params)
   report.optimizer = _shard_bytes(state.opt_state)
   report.other_state = _shard_bytes(state) - report.params - report.optimizer
@@ -220,6 +227,9 @@ def describe(report: Report) -> str:
   if not report.total:
     return head  # the caller prints the compiler's line
   ratio = report.compiled_flops / report.analytic_flops if report.analytic_flops else 0.0
+  flops_note = f"ratio {ratio:.3f}"
+  if report.scanned:  # XLA's cost analysis counts a while loop's body once
+    flops_note += "; layers are scanned and XLA counts the scanned body once"
   return "\n".join([
       head, "per chip:",
       f"  parameters          {g(report.params)}",
@@ -231,7 +241,7 @@ def describe(report: Report) -> str:
       f"  total               {g(report.total)}  of {topo.chip.hbm_bytes / GiB:.0f} GiB HBM "
       f"({report.total / topo.chip.hbm_bytes:.0%})",
       f"  FLOPs per step      {report.compiled_flops:.4g} compiled vs {report.analytic_flops:.4g}"
-      f" analytic (ratio {ratio:.3f})",
+      f" analytic ({flops_note})",
   ])
 
 

@@ -3,6 +3,11 @@
 Re-running the same command with the same workdir continues from the newest checkpoint
 that reads: parameters, optimizer state, step, RNG and the data iterator are restored, so
 the resumed run is the uninterrupted one (bitwise, on CPU).
+
+With several processes (zoo.training.distributed) every process runs this loop on the same
+mesh, reads its rows of each global batch and writes its shards of each checkpoint; process
+0 alone prints and writes logs. Each log step reports the shares of wall time spent outside
+the train step (data, evaluation, checkpoints: zoo.training.timing).
 """
 
 from __future__ import annotations
@@ -160,15 +165,15 @@ def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, tokenizer, c
         writer.add(step, last)
         bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{rate:,.0f}")
         write(f"step {step}: loss {last['loss']:.4f} lr {last['lr']:.2e} "
-             f"{rate:,.0f} tok/s mfu {last['mfu']:.1%} outside the step "
-             f"{last['outside_step_share']:.0%}")
+              f"{rate:,.0f} tok/s mfu {last['mfu']:.1%} outside the step "
+              f"{last['outside_step_share']:.0%}")
       if cfg.eval_batches and (step % cfg.eval_every == 0 or step == cfg.steps):
         with clock.outside("eval"):
           result = evaluate(eval_fn, state, cfg, tokenizer, mesh)
         writer.add(step, result)
         last.update(result)
         write(f"step {step}: validation loss {result['eval_loss']:.4f} "
-             f"(perplexity {result['eval_perplexity']:.1f})")
+              f"(perplexity {result['eval_perplexity']:.1f})")
       if step % cfg.checkpoint_every == 0 or step == cfg.steps:
         with clock.outside("checkpoint"):
           ckpt.save(step, state, train_iter, meta)

@@ -36,3 +36,33 @@ def test_bad_environment_value(monkeypatch):
   monkeypatch.setenv("JAX_NUM_PROCESSES", "two")
   with pytest.raises(ValueError, match=r"\$JAX_NUM_PROCESSES='two' is invalid"):
     distributed.resolve()
+
+
+def test_processes_read_their_rows_of_the_one_process_batches(corpus, monkeypatch):
+  """What the multi-process equality needs from the data: the global batches do not depend
+  on the process count, and each process gets its rows of them."""
+  import jax
+  import numpy as np
+
+  from zoo.config import DataConfig
+  from zoo.data import load_tokenizer, make_eval_iterator, make_train_iterator
+
+  path, cache = corpus
+  cfg = DataConfig(source="local_text", path=path, cache_dir=cache, vocab_size=512)
+  tok = load_tokenizer(cfg)
+  kw = dict(seq_len=32, global_batch_size=4)
+  one = make_train_iterator(cfg, tok, seed=1, **kw)
+  whole = [next(one) for _ in range(3)]
+  whole_eval = list(make_eval_iterator(cfg, tok, num_batches=2, **kw))
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  for index, rows in ((0, [0, 1]), (1, [2, 3])):
+    monkeypatch.setattr(jax, "process_index", lambda index=index: index)
+    it = make_train_iterator(cfg, tok, seed=1, **kw)
+    for batch in whole:
+      mine = next(it)
+      for key in batch:
+        np.testing.assert_array_equal(mine[key], batch[key][rows])
+    mine_eval = list(make_eval_iterator(cfg, tok, num_batches=2, **kw))
+    assert len(mine_eval) == len(whole_eval)
+    for mine, batch in zip(mine_eval, whole_eval):
+      np.testing.assert_array_equal(mine["inputs"], batch["inputs"][rows])

@@ -89,7 +89,7 @@ def runs(corpus, tmp_path_factory):
   for processes in (1, 2):
     workdir = str(root / f"p{processes}")
     start = time.perf_counter()
-    text = _wait(_start(_train_args(workdir, corpus), processes, str(root)))
+    _wait(_start(_train_args(workdir, corpus), processes, str(root)))
     out[processes] = workdir
     print(f"{processes} process(es) x {8 // processes} devices: "
           f"{time.perf_counter() - start:.1f} s")

@@ -282,9 +282,24 @@ def quick_max_batch(cfg: Config, topo: Topology, devs=None, *, headroom: float =
     return seen[n * unit]
 
   slope = max(size(2) - size(1), 1)
-  n = max(int((budget - size(1)) // slope) + 1, 0)
-  while n > 0 and size(n) > budget:
-    n -= 1
-  while n < (1 << 16) // unit and size(n + 1) <= budget:
-    n += 1
-  return n * unit, seen
+  guess = max(int((budget - size(1)) // slope) + 1, 1)
+  fits = lambda n: size(n) <= budget  # noqa: E731
+  lo, hi = _bracket(fits, guess, (1 << 16) // unit)
+  while hi - lo > 1:
+    mid = (lo + hi) // 2
+    lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+  return lo * unit, seen
+
+
+def _bracket(fits, guess: int, most: int) -> tuple[int, int]:
+  """(lo, hi) with fits(lo) (or lo = 0) and not fits(hi) (or hi = most + 1), near `guess`."""
+  step = max(guess // 8, 1)
+  if fits(guess):
+    lo = guess
+    while lo + step <= most and fits(lo + step):
+      lo, step = lo + step, step * 2
+    return lo, min(lo + step, most + 1)
+  hi = guess
+  while hi - step >= 1 and not fits(hi - step):
+    hi, step = hi - step, step * 2
+  return max(hi - step, 0), hi

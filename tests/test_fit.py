@@ -41,3 +41,12 @@ def test_small_step_fits_and_huge_batch_does_not():
   assert report.compiled_flops == pytest.approx(report.analytic_flops, rel=0.05)
   huge = fit.check(fit.with_batch(cfg, 4 << 20), topo)
   assert not huge.fits and "RESOURCE_EXHAUSTED" in huge.error
+
+
+@pytest.mark.parametrize("limit", [0, 1, 5, 55, 1000])
+@pytest.mark.parametrize("guess", [1, 3, 50, 400])
+def test_search_finds_the_largest_fitting_batch(limit, guess):
+  probes = []
+  fits = lambda n: probes.append(n) or n <= limit  # noqa: E731
+  assert fit._search(fits, guess, 1 << 16) == limit
+  assert len(probes) <= 40

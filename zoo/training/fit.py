@@ -194,29 +194,24 @@ def fitting_batch(cfg: Config, chips: int) -> int:
 
 def find_max_batch(cfg: Config, topo: Topology, *, echo=print,
                    limit: int = 1 << 16) -> Report | None:
-  """The report of the largest batch that fits (a multiple of `batch_step`), or None.
+  """The full report of the largest batch that fits (a multiple of `batch_step`), or None.
 
-  Doubling, then bisection. A batch that does not fit fails early in the compile, so the
-  probes that cost are the ones that fit.
+  Brackets the answer around the config's batch, then bisects. A batch that does not fit
+  fails early in the compile, so the probes that cost are the ones that fit.
   """
   devs = devices(topo)
   unit = batch_step(cfg, len(devs))
-  probe = lambda n: check(with_batch(cfg, n * unit), topo, devs)  # noqa: E731
-  best, lo, hi, n = None, 0, None, max(fitting_batch(cfg, len(devs)) // unit, 1)
-  while hi is None or hi - lo > 1:
-    report = probe(n)
-    echo(f"  batch {report.batch_size}: {'fits' if report.fits else 'does not fit'} "
-         f"({report.compile_s:.0f} s)")
-    if report.fits:
-      best, lo = report, n
-    else:
-      hi = n
-    if hi is None and n * unit * 2 > limit:
-      break
-    n = n * 2 if hi is None else (lo + hi) // 2
-    if n == 0:
-      break
-  return best
+  reports: dict[int, Report] = {}
+
+  def fits(n: int) -> bool:
+    if n not in reports:
+      reports[n] = check(with_batch(cfg, n * unit), topo, devs)
+      echo(f"  batch {n * unit}: {'fits' if reports[n].fits else 'does not fit'} "
+           f"({reports[n].compile_s:.0f} s)")
+    return reports[n].fits
+
+  best = _search(fits, max(fitting_batch(cfg, len(devs)) // unit, 1), limit // unit)
+  return reports[best] if best else None
 
 
 def describe(report: Report) -> str:
@@ -284,11 +279,16 @@ def quick_max_batch(cfg: Config, topo: Topology, devs=None, *, headroom: float =
   slope = max(size(2) - size(1), 1)
   guess = max(int((budget - size(1)) // slope) + 1, 1)
   fits = lambda n: size(n) <= budget  # noqa: E731
-  lo, hi = _bracket(fits, guess, (1 << 16) // unit)
+  return _search(fits, guess, (1 << 16) // unit) * unit, seen
+
+
+def _search(fits, guess: int, most: int) -> int:
+  """The largest n in 1..most with fits(n) (fits is monotone), 0 if none; probes near guess."""
+  lo, hi = _bracket(fits, guess, most)
   while hi - lo > 1:
     mid = (lo + hi) // 2
     lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-  return lo * unit, seen
+  return lo
 
 
 def _bracket(fits, guess: int, most: int) -> tuple[int, int]:

@@ -5,7 +5,7 @@
   python eval.py --workdir DIR --sample "def fibonacci(" [--temperature 0.8 --top_k 40]
   python eval.py --workdir DIR --figures   # the families' figures, e.g. DIR/routing_map.png
 
-Restores onto whatever devices exist, reports loss with its standard error, perplexity and
+Restores onto whatever devices exist (several processes: train.py's cluster flags), reports loss with its standard error, perplexity and
 bits per byte on the run's validation sample of the split (the same sequences the training
 loop evaluated), plus what the run's families report (Mixture-of-Depths:
 "mod_predictor_accuracy", the sampling predictor's agreement with the top-k decisions, ...),
@@ -24,6 +24,7 @@ from absl import flags, logging
 
 from zoo import cli
 from zoo.config import ConfigError, DataConfig
+from zoo.training import distributed
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A directory written by train.py.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
@@ -38,12 +39,22 @@ _FIGURES = flags.DEFINE_bool(
     "figures", False, "Also draw the run's figures into DIR (e.g. a routing map).")
 _DATA = {f.name: flags.DEFINE_string(f"data.{f.name}", None, f"Override data.{f.name}.")
          for f in dataclasses.fields(DataConfig) if f.name not in ("tokenizer", "eval_split")}
+_CLUSTER = distributed.define_flags()
 flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
+  try:
+    distributed.initialize(**_CLUSTER())
+  except ValueError as e:
+    cli.fail(e, code=2)
+  with distributed.fail_fast():
+    _evaluate()
+
+
+def _evaluate():
   from zoo import checkpoint, evaluation, workdir
   from zoo.training import restore
 
@@ -63,14 +74,16 @@ def main(argv):
                                max_new_tokens=_MAX_NEW.value, temperature=_TEMPERATURE.value,
                                top_k=_TOP_K.value, seed=_SEED.value, context=run.cfg.seq_len,
                                warn=lambda line: print(line, file=sys.stderr))
-      print(_SAMPLE.value + text)
+      distributed.echo(_SAMPLE.value + text)
       return
     result = restore.evaluate(run)
     result.update(restore.family_statistics(run))
-    print(json.dumps(result), flush=True)  # before writing: a failed write loses nothing
-    if _FIGURES.value:
-      result["figures"] = restore.family_figures(run, _WORKDIR.value)
-    workdir.atomic_write(os.path.join(_WORKDIR.value, "eval.json"), json.dumps(result, indent=2))
+    distributed.echo(json.dumps(result))  # before writing: a failed write loses nothing
+    if distributed.is_primary():
+      if _FIGURES.value:
+        result["figures"] = restore.family_figures(run, _WORKDIR.value)
+      workdir.atomic_write(os.path.join(_WORKDIR.value, "eval.json"),
+                           json.dumps(result, indent=2))
   except (ConfigError, checkpoint.CheckpointError, evaluation.SamplingError,
           workdir.WorkdirError) as e:
     cli.fail(e, code=1)

@@ -7,7 +7,7 @@ predictors) and fewer FLOPs per token. The routing period is the pattern: ("mod"
 every block, ("dense", "dense", "mod") every third. Run with, e.g.
 
   python train.py --config configs/mod.py:tiny --workdir /tmp/zoo/mod_tiny
-  python eval.py --workdir /tmp/zoo/mod_tiny --routing_map
+  python eval.py --workdir /tmp/zoo/mod_tiny --figures
   python train.py --config configs/mod.py:tiny --workdir /tmp/zoo/mod_tiny_random \
       --config.model.mod.routing=stochastic
 

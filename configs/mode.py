@@ -7,7 +7,7 @@ experts at tiny and 64 at Table-1 sizes, every other layer). Run with, e.g.
 
   python train.py --config configs/mode.py:integrated_tiny --workdir /tmp/zoo/mode_int_tiny
   python train.py --config configs/mode.py:staged_tiny --workdir /tmp/zoo/mode_staged_tiny
-  python eval.py --workdir /tmp/zoo/mode_staged_tiny --routing_map
+  python eval.py --workdir /tmp/zoo/mode_staged_tiny --figures
 
 * staged: pattern ("dense", "mode_staged"): MoD routing at capacity 12.5% (the paper's best
   MoD setting) around each MoE block, so 12.5% of the tokens run its attention and experts.

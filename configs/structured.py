@@ -10,7 +10,7 @@ block_hadamard. Run with, e.g.
 Table 3 of "Is the Number of Trainable Parameters All That Actually Matters?"
 (arXiv:2109.11928): both structured models have 12 layers, width 1024, 16 heads, peak LR
 5e-4, and otherwise Table 1's hyperparameters (configs/dense.py). The block-Hadamard MLP
-uses 4 blocks (model.structured.num_blocks). zoo/models/structured.py gives the formulas.
+uses 4 blocks (model.structured.num_blocks). zoo/families/structured.py gives the formulas.
 """
 
 import ml_collections

@@ -4,11 +4,15 @@ Tests marked `tpu_aot` compile kernels for TPU topologies and need the `tpu` ext
 (libtpu); they are deselected unless `--tpu-aot` is given (CI gives it: see .ci/run).
 """
 
+import glob
 import os
+import shutil
+import sysconfig
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 
@@ -26,6 +30,17 @@ def pytest_collection_modifyitems(config, items):
   if deselected:
     config.hook.pytest_deselected(items=deselected)
     items[:] = selected
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  """Forty standard-library modules as a local_text corpus, and a shared data cache: the
+  (path, cache_dir) that tests running train.py in subprocesses train on."""
+  root = tmp_path_factory.mktemp("corpus")
+  stdlib = sysconfig.get_paths()["stdlib"]
+  for name in sorted(glob.glob(os.path.join(stdlib, "*.py")))[:40]:
+    shutil.copy(name, root)
+  return str(root), str(tmp_path_factory.mktemp("cache"))
 
 
 _CONFORMANCE: dict = {}

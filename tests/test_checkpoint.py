@@ -6,6 +6,7 @@ import os
 import pickle
 import shutil
 
+import chex
 import jax
 import numpy as np
 import pytest
@@ -165,3 +166,22 @@ def test_a_checkpoint_written_before_the_family_registry_still_restores():
     sums, counts = eval_fn(state, sharding.global_batch(batch, mesh))  # per sequence
   assert float(np.sum(counts)) == expected["eval_tokens"]
   np.testing.assert_allclose(float(np.sum(sums)), expected["eval_loss_sum"], rtol=1e-6)
+
+
+def test_eval_restores_parameters_without_the_optimizer_state(saved):
+  """eval.py's restore (skip=("opt_state",)) reads the same parameters and no moments."""
+  directory, cfg = saved
+  mesh = sharding.make_mesh(MeshConfig(data=1), jax.devices()[:1])
+  one = dataclasses.replace(cfg, mesh=MeshConfig(data=1))
+  _, full, _ = step_lib.create(one, mesh)
+  _, abstract, _ = step_lib.create_abstract(one, mesh)
+  ckpt = checkpoint.Checkpointer(directory, keep=3, read_only=True)
+  try:
+    full = ckpt.restore(3, full)
+    restored = ckpt.restore(3, dataclasses.replace(abstract, opt_state=None),
+                            skip=("opt_state",))
+  finally:
+    ckpt.close()
+  assert restored.opt_state is None
+  chex.assert_trees_all_equal(jax.device_get(restored.params), jax.device_get(full.params))
+  chex.assert_trees_all_equal(jax.device_get(restored.rest), jax.device_get(full.rest))

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
 
 import numpy as np
@@ -20,16 +19,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS, EVERY = 60, 20
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-  """Forty standard-library modules as a local_text corpus, and a shared data cache."""
-  root = tmp_path_factory.mktemp("corpus")
-  stdlib = sysconfig.get_paths()["stdlib"]
-  for name in sorted(glob.glob(os.path.join(stdlib, "*.py")))[:40]:
-    shutil.copy(name, root)
-  return str(root), str(tmp_path_factory.mktemp("cache"))
 
 
 def _command(workdir, corpus, *extra):

@@ -67,7 +67,8 @@ def evaluate(eval_fn, state, eval_set: data.EvalSet, mesh, tokenizer: data.Token
   """
   sums, counts = [], []
   with sharding.activate(mesh):
-    for batch in eval_set.batches(global_batch_size):
+    rows = sharding.process_rows(mesh, global_batch_size)
+    for batch in eval_set.batches(global_batch_size, rows=rows):
       s, n = jax.device_get(eval_fn(state, sharding.global_batch(batch, mesh)))
       sums.append(s)
       counts.append(n)

@@ -85,3 +85,14 @@ def global_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) ->
       k: jax.make_array_from_process_local_data(sharding, v)
       for k, v in local_batch.items()
   }
+
+
+def process_rows(mesh: jax.sharding.Mesh, global_batch_size: int) -> np.ndarray:
+  """The rows of a global batch that this process's devices hold, in order: the rows it must
+  read (`global_batch` takes them in this order). All rows when the batch is not split over
+  processes."""
+  index_map = batch_sharding(mesh).addressable_devices_indices_map((global_batch_size, 1))
+  rows = set()
+  for index in index_map.values():
+    rows.update(range(*index[0].indices(global_batch_size)))
+  return np.asarray(sorted(rows), np.int64)

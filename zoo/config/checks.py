@@ -96,6 +96,8 @@ def validate(cfg: Config, num_devices: int) -> None:
   positive("eval_tokens", cfg.eval_tokens, allow_zero=True)
   positive("peak_flops_per_device", cfg.peak_flops_per_device, allow_zero=True)
   one_of("nonfinite", cfg.nonfinite, NONFINITE)
+  positive("profile_start", cfg.profile_start)
+  positive("profile_steps", cfg.profile_steps, allow_zero=True)
   validate_model(cfg.model)
   for family in registry.families():
     if family.validate is not None:

@@ -147,6 +147,8 @@ class Config:
   keep_checkpoints: int = 3
   peak_flops_per_device: float = 0.0  # 0: look up the device kind (measured on CPU)
   nonfinite: str = "stop"  # non-finite loss or grad norm: "stop" the run, or "skip" the update
+  profile_start: int = 5  # first step of a jax.profiler trace into WORKDIR/profile
+  profile_steps: int = 0  # steps traced; 0: no trace
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   mesh: MeshConfig = MeshConfig()
   optimizer: OptimizerConfig = OptimizerConfig()

@@ -96,18 +96,27 @@ class _Share:
   """A global batch of window indices -> this process's rows of it."""
 
   windows: Windows
-  process_index: int
-  local_batch: int
+  rows: tuple[int, ...]  # positions in the global batch, in the order the devices take them
 
   def __call__(self, index: np.ndarray) -> dict[str, np.ndarray]:
-    lo = self.process_index * self.local_batch
-    return self.windows.rows(np.asarray(index[lo:lo + self.local_batch]))
+    return self.windows.rows(np.asarray(index)[list(self.rows)])
 
 
 def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
   index = jax.process_index() if process_index is None else process_index
   count = jax.process_count() if process_count is None else process_count
   return index, count
+
+
+def _share(global_batch_size: int, seq_len: int, rows, process_index: int | None,
+           process_count: int | None) -> tuple[int, ...]:
+  """This process's rows of each global batch: `rows` when given (the rows its devices hold,
+  `zoo.sharding.process_rows`), else the process's contiguous block."""
+  index, count = _processes(process_index, process_count)
+  local = _local_batch(global_batch_size, seq_len, count)
+  if rows is None:
+    rows = range(index * local, (index + 1) * local)
+  return tuple(int(r) for r in rows)
 
 
 def _local_batch(global_batch_size: int, seq_len: int, process_count: int) -> int:
@@ -125,7 +134,8 @@ def train_windows(data_cfg: DataConfig, tokenizer: Tokenizer, seq_len: int) -> W
 
 
 def make_train_iterator(data_cfg: DataConfig, tokenizer: Tokenizer, *, seq_len: int,
-                        global_batch_size: int, seed: int, process_index: int | None = None,
+                        global_batch_size: int, seed: int, rows=None,
+                        process_index: int | None = None,
                         process_count: int | None = None) -> grain.DatasetIterator:
   """An endless iterator of this process's training batches; `get_state()`/`set_state()`
   resume it exactly.
@@ -135,15 +145,14 @@ def make_train_iterator(data_cfg: DataConfig, tokenizer: Tokenizer, *, seq_len: 
   a reader thread of this process. A saved state restores only into an iterator with the
   same num_workers and process count. Call after `jax.distributed.initialize`.
   """
-  index, count = _processes(process_index, process_count)
-  batch = _local_batch(global_batch_size, seq_len, count)
+  share = _share(global_batch_size, seq_len, rows, process_index, process_count)
   windows = train_windows(data_cfg, tokenizer, seq_len)
   if len(windows) < global_batch_size:
     raise ConfigError("batch_size", global_batch_size,
                       f"at most the {len(windows)} sequences of seq_len={seq_len} in the "
                       f"train split (a larger corpus, or a smaller batch or seq_len)")
   ds = grain.MapDataset.range(len(windows)).shuffle(seed=seed).repeat(None)
-  ds = ds.batch(global_batch_size, drop_remainder=True).map(_Share(windows, index, batch))
+  ds = ds.batch(global_batch_size, drop_remainder=True).map(_Share(windows, share))
   it = ds.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4))
   if data_cfg.num_workers > 0:
     # grain reads its absl flags when starting workers; a program without absl.app has not
@@ -167,19 +176,18 @@ class EvalSet:
     """Every row of the set (all processes'), for statistics that need no model."""
     return self.windows.rows(self.index)
 
-  def batches(self, global_batch_size: int, *, limit: int | None = None,
+  def batches(self, global_batch_size: int, *, limit: int | None = None, rows=None,
               process_index: int | None = None,
               process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-    """This process's rows of each global batch; the last one padded with empty rows.
-    Every process gets the same number of batches."""
-    p, count = _processes(process_index, process_count)
-    local = _local_batch(global_batch_size, self.windows.seq_len, count)
+    """This process's rows of each global batch (`rows`, or its contiguous block); the last
+    batch padded with empty rows. Every process gets the same number of batches."""
+    share = list(_share(global_batch_size, self.windows.seq_len, rows, process_index,
+                        process_count))
     n = -(-len(self.index) // global_batch_size)
     padded = np.full(n * global_batch_size, -1, np.int64)
     padded[:len(self.index)] = self.index
     for k in range(n if limit is None else min(n, limit)):
-      lo = k * global_batch_size + p * local
-      yield self.windows.rows(padded[lo:lo + local])
+      yield self.windows.rows(padded[k * global_batch_size:(k + 1) * global_batch_size][share])
 
 
 def make_eval_set(data_cfg: DataConfig, tokenizer: Tokenizer, *, seq_len: int,

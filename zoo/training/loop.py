@@ -17,8 +17,10 @@ import tqdm
 from zoo import accounting, checkpoint, data, evaluation, registry, sharding
 from zoo import workdir as workdir_lib
 from zoo.config import Config, to_dict
+from zoo.training import distributed
 from zoo.training import step as step_lib
 from zoo.training.metrics import MetricWriter, json_value, peak_flops_per_device
+from zoo.training.timing import Clock, Profile
 
 class Diverged(RuntimeError):
   """Training stopped at a non-finite loss, gradient norm or state; one line says where."""
@@ -75,6 +77,8 @@ def train(cfg: Config, workdir: str, *, echo=print) -> dict:
   the workdir's lock throughout; writes nothing there until the checkpoints are known to
   belong to this run.
   """
+  if not distributed.is_primary():
+    echo = _silent
   with workdir_lib.locked(workdir, enabled=jax.process_index() == 0, echo=echo):
     return _train(cfg, workdir, echo)
 
@@ -94,16 +98,17 @@ def _restore(cfg: Config, workdir: str, state, train_iter, tokenizer):
 def _train(cfg: Config, workdir: str, echo) -> dict:
   mesh = sharding.make_mesh(cfg.mesh)
   tokenizer = data.load_tokenizer(cfg.data)  # fails early on a bad data config
+  distributed.check_same(tokenizer.fingerprint, "the tokenizer")
   cfg = _prepared(cfg, tokenizer, echo)
-  echo(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind}; mesh "
-       f"{dict(mesh.shape)}")
+  echo(f"devices: {jax.device_count()} x {jax.devices()[0].device_kind} in "
+       f"{jax.process_count()} process(es); mesh {dict(mesh.shape)}")
   echo(accounting.summary(cfg))
 
   trainer, state, shardings = step_lib.create(cfg, mesh)
   train_fn, eval_fn = step_lib.jit_steps(trainer, shardings, mesh)
   train_iter = data.make_train_iterator(
       cfg.data, tokenizer, seq_len=cfg.seq_len, global_batch_size=cfg.batch_size,
-      seed=cfg.seed)
+      seed=cfg.seed, rows=sharding.process_rows(mesh, cfg.batch_size))
   eval_set = None
   if cfg.eval_tokens:
     eval_set = data.make_eval_set(cfg.data, tokenizer, seq_len=cfg.seq_len,
@@ -130,6 +135,10 @@ def _train(cfg: Config, workdir: str, echo) -> dict:
     ckpt.close()
 
 
+def _silent(*args, **kwargs) -> None:
+  del args, kwargs
+
+
 def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, eval_set, tokenizer, ckpt,
           meta, first_step, echo) -> dict:
   flops_per_step = accounting.count_flops(cfg).train_per_step
@@ -137,18 +146,25 @@ def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, eval_set, to
   tokens_per_step = cfg.batch_size * cfg.seq_len
   writer = MetricWriter(workdir)
   guard = _FiniteGuard(cfg, ckpt)
+  profile = Profile(cfg, workdir, first_step)
+  clock = Clock()
   last: dict = {}
   with sharding.activate(mesh):
     batch = sharding.global_batch(next(train_iter), mesh)
     start = time.perf_counter()
     train_fn = train_fn.lower(state, batch).compile()
     echo(f"compiled the train step in {time.perf_counter() - start:.1f} s")
-    bar = tqdm.tqdm(total=cfg.steps, initial=first_step, unit="step", disable=None)
-    tick, tick_step, paused = time.perf_counter(), first_step, 0.0
+    bar = tqdm.tqdm(total=cfg.steps, initial=first_step, unit="step",
+                    disable=None if distributed.is_primary() else True)
+    write = bar.write if distributed.is_primary() else _silent  # keeps the bar intact
+    clock.reset(first_step)
     for step in range(first_step + 1, cfg.steps + 1):
       if step > first_step + 1:
-        batch = sharding.global_batch(next(train_iter), mesh)
+        with clock.outside("data"):
+          batch = sharding.global_batch(next(train_iter), mesh)
+      profile.before(step)
       state, metrics = train_fn(state, batch)
+      profile.after(step, state)
       guard.add(step, metrics)
       ckpt.check()  # a failed async save stops the run now, not at the next save
       bar.update(1)
@@ -156,37 +172,39 @@ def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, eval_set, to
       if step % cfg.log_every == 0 or step == cfg.steps:
         skipped = guard.check()
         metrics = jax.device_get(metrics)
-        elapsed = time.perf_counter() - tick - paused
-        steps_done = step - tick_step
-        rate = tokens_per_step * steps_done / elapsed
+        times = clock.read(step)
+        rate = tokens_per_step * times["steps"] / times["train_s"]
         last = {**{k: json_value(v) for k, v in metrics.items() if k != "finite"},
-                "tokens_per_s": rate, "mfu": flops_per_step * steps_done / elapsed / peak,
-                "step_time_s": elapsed / steps_done}
+                "tokens_per_s": rate,
+                "mfu": flops_per_step * times["steps"] / times["train_s"] / peak,
+                "step_time_s": times["train_s"] / times["steps"], **times["shares"]}
         if cfg.nonfinite == "skip":
           last["skipped_updates"] = skipped  # since the previous record
         writer.add(step, last)
         bar.set_postfix(loss=f"{last['loss']:.3f}", tok_s=f"{rate:,.0f}")
-        bar.write(f"step {step}: loss {last['loss']:.4f} lr {last['lr']:.2e} "
-                  f"{rate:,.0f} tok/s mfu {last['mfu']:.1%}"
-                  + (f" ({skipped} non-finite updates skipped)" if skipped else ""))
-        tick, tick_step, paused = time.perf_counter(), step, 0.0
-      pause_start = time.perf_counter()
+        write(f"step {step}: loss {last['loss']:.4f} lr {last['lr']:.2e} "
+              f"{rate:,.0f} tok/s mfu {last['mfu']:.1%} outside the step "
+              f"{last['outside_step_share']:.0%}"
+              + (f" ({skipped} non-finite updates skipped)" if skipped else ""))
       if eval_set is not None and (step % cfg.eval_every == 0 or step == cfg.steps):
-        result = evaluation.evaluate(eval_fn, state, eval_set, mesh, tokenizer,
-                                     global_batch_size=cfg.batch_size)
+        eval_start = time.perf_counter()
+        with clock.outside("eval"):
+          result = evaluation.evaluate(eval_fn, state, eval_set, mesh, tokenizer,
+                                       global_batch_size=cfg.batch_size)
         result = {f"eval_{k}": v for k, v in result.items()}
-        result["eval_time_s"] = time.perf_counter() - pause_start
+        result["eval_time_s"] = time.perf_counter() - eval_start
         writer.add(step, result)
         last.update(result)
-        bar.write(f"step {step}: validation loss {result['eval_loss']:.4f} "
-                  f"± {result['eval_loss_stderr']:.4f} (perplexity "
-                  f"{result['eval_perplexity']:.1f}, {result['eval_tokens']:,} tokens)")
+        write(f"step {step}: validation loss {result['eval_loss']:.4f} "
+              f"± {result['eval_loss_stderr']:.4f} (perplexity "
+              f"{result['eval_perplexity']:.1f}, {result['eval_tokens']:,} tokens)")
       if saving:
-        guard.check_state(step, state)
-        ckpt.save(step, state, train_iter, meta)
+        with clock.outside("checkpoint"):
+          guard.check_state(step, state)
+          ckpt.save(step, state, train_iter, meta)
         writer.add(step, {"checkpoint_block_s": ckpt.last_block_s})
-      paused += time.perf_counter() - pause_start  # not training throughput
       writer.flush()
+    profile.close()
     bar.close()
   writer.close()
   return last

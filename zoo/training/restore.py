@@ -44,7 +44,8 @@ class Run:
   def eval_batches(self, num_batches: int | None = None):
     """Global batches (host arrays) of the validation sample: the first `num_batches`, or
     all of them."""
-    return self.eval_set().batches(self.cfg.batch_size, limit=num_batches)
+    rows = sharding.process_rows(self.mesh, self.cfg.batch_size)
+    return self.eval_set().batches(self.cfg.batch_size, limit=num_batches, rows=rows)
 
 
 def load_config(workdir: str, data_overrides: dict | None = None, **overrides) -> Config:
@@ -73,17 +74,20 @@ def load_config(workdir: str, data_overrides: dict | None = None, **overrides) -
 
 def load_run(workdir: str, *, step: int | None = None, data_overrides: dict | None = None,
              **overrides) -> Run:
-  """Restores `step` (default: the newest that reads) of the run in `workdir`."""
+  """Restores `step` (default: the newest that reads) of the run in `workdir`: parameters and
+  other model variables only (no optimizer state is allocated or read)."""
   cfg = load_config(workdir, data_overrides, **overrides)
   config_lib.validate(cfg, jax.device_count())
   tokenizer = data.load_tokenizer(cfg.data)
   mesh = sharding.make_mesh(cfg.mesh)
-  trainer, state, shardings = step_lib.create(cfg, mesh)
+  trainer, state, shardings = step_lib.create_abstract(cfg, mesh)
+  state, shardings = (dataclasses.replace(tree, opt_state=None) for tree in (state, shardings))
+  skip = ("opt_state",)
   ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"), keep=1 << 30,
                                  read_only=True)  # a run being trained is not disturbed
   try:
     if step is None:
-      restored = ckpt.restore_latest(state, None, cfg, tokenizer.fingerprint)
+      restored = ckpt.restore_latest(state, None, cfg, tokenizer.fingerprint, skip=skip)
       if restored is None:
         raise checkpoint.CheckpointError(f"no checkpoint in {ckpt.directory}")
       step, state = restored
@@ -93,10 +97,10 @@ def load_run(workdir: str, *, step: int | None = None, data_overrides: dict | No
             f"no checkpoint {step} in {ckpt.directory}; there are {ckpt.steps()}")
       checkpoint.check_compatible(ckpt.read_meta(step), cfg, tokenizer.fingerprint,
                                   f"checkpoint {step} in {ckpt.directory}")
-      state = ckpt.restore(step, state)
+      state = ckpt.restore(step, state, skip=skip)
   finally:
     ckpt.close()
-  _, eval_fn = step_lib.jit_steps(trainer, shardings, mesh)
+  eval_fn = step_lib.jit_eval(trainer, shardings, mesh)
   return Run(cfg, step, mesh, trainer, state, tokenizer, eval_fn, workdir)
 
 

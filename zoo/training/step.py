@@ -56,17 +56,26 @@ def _init(cfg: Config, tx, key) -> TrainState:
                     jax.random.key_data(jax.random.fold_in(key, 1)))
 
 
-def create(cfg: Config, mesh) -> tuple[Trainer, TrainState, Any]:
-  """Builds the train state directly sharded on `mesh`; returns (trainer, state, shardings)."""
+def create_abstract(cfg: Config, mesh) -> tuple[Trainer, TrainState, Any]:
+  """(trainer, abstract state, shardings) for `mesh`: shapes only, nothing allocated; the
+  state's leaves are ShapeDtypeStructs carrying their shardings (an ahead-of-time target)."""
   tx = make_optimizer(cfg.optimizer, cfg.steps)
   with sharding.activate(mesh):
     graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(cfg, 0)))
-    init = lambda key: _init(cfg, tx, key)  # noqa: E731
-    key = jax.random.key(cfg.seed)
-    abstract = jax.eval_shape(init, key)
+    abstract = jax.eval_shape(lambda: _init(cfg, tx, jax.random.key(cfg.seed)))
     shardings = sharding.state_shardings(abstract, mesh)
-    state = jax.jit(init, out_shardings=shardings)(key)
-  return Trainer(cfg, graphdef, tx), state, shardings
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+  return Trainer(cfg, graphdef, tx), abstract, shardings
+
+
+def create(cfg: Config, mesh) -> tuple[Trainer, TrainState, Any]:
+  """Builds the train state directly sharded on `mesh`; returns (trainer, state, shardings)."""
+  trainer, _, shardings = create_abstract(cfg, mesh)
+  with sharding.activate(mesh):
+    init = lambda key: _init(cfg, trainer.tx, key)  # noqa: E731
+    state = jax.jit(init, out_shardings=shardings)(jax.random.key(cfg.seed))
+  return trainer, state, shardings
 
 
 def lm_loss(logits_BLV, targets_BL, weights_BL):
@@ -172,7 +181,12 @@ def jit_steps(trainer: Trainer, shardings, mesh):
       lambda s, b: train_step(trainer, s, b),
       in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
       donate_argnums=0)
+  return train, jit_eval(trainer, shardings, mesh)
+
+
+def jit_eval(trainer: Trainer, shardings, mesh):
+  """The jitted eval step alone (a state without optimizer state will do)."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  evaluate = jax.jit(lambda s, b: eval_step(trainer, s, b),
-                     in_shardings=(shardings, batch_sharding), out_shardings=replicated)
-  return train, evaluate
+  return jax.jit(lambda s, b: eval_step(trainer, s, b),
+                 in_shardings=(shardings, sharding.batch_sharding(mesh)),
+                 out_shardings=replicated)

@@ -189,15 +189,33 @@ class Checkpointer:
   def _restore_partial(self, step: int, abstract_state, skip: tuple[str, ...]):
     fields = {f.name: getattr(abstract_state, f.name)
               for f in dataclasses.fields(abstract_state) if f.name not in skip}
-    restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), fields)
-    args = ocp.args.PyTreeRestore(item=fields, restore_args=restore_args, partial_restore=True)
-    try:
-      read = self.manager.restore(step, args=ocp.args.Composite(state=args))["state"]
+    # orbax stores the state as nested dicts with string keys (list indices "0", "1"; each
+    # variable's array under "value"): read those paths and put the arrays back in place.
+    paths, treedef = jax.tree_util.tree_flatten_with_path(fields)
+    target: dict = {}
+    for path, leaf in paths:
+      node = target
+      keys = [_key_name(k) for k in path]
+      for key in keys[:-1]:
+        node = node.setdefault(key, {})
+      node[keys[-1]] = leaf
+    restore_args = jax.tree.map(lambda x: ocp.ArrayRestoreArgs(sharding=x.sharding), target)
+    args = ocp.args.PyTreeRestore(item=target, restore_args=restore_args, partial_restore=True)
+    try:  # the step's own "state" item, by its own handler (the manager binds one per item)
+      with ocp.PyTreeCheckpointer() as reader:
+        read = reader.restore(os.path.join(self.directory, str(step), "state"), args=args)
     except Exception as e:  # noqa: BLE001
       raise CheckpointError(
           f"checkpoint {step} in {self.directory} cannot be read onto this mesh "
           f"({type(e).__name__}: {_first_line(e)})") from e
-    return dataclasses.replace(abstract_state, **{**dict(read), **{k: None for k in skip}})
+    leaves = []
+    for path, _ in paths:
+      node = read
+      for key in path:
+        node = node[_key_name(key)]
+      leaves.append(node)
+    values = jax.tree_util.tree_unflatten(treedef, leaves)
+    return dataclasses.replace(abstract_state, **values, **{k: None for k in skip})
 
   def restore_latest(self, abstract_state, data_iter, cfg: Config, tokenizer_fingerprint, *,
                      skip: tuple[str, ...] = ()):
@@ -254,6 +272,17 @@ def _check_process_count(directory: str, step: int, data_iter) -> None:
         f"{saved[0].split('-of-')[1].split('.')[0]} processes and this run has {count}; "
         "resume with the same number of processes (parameters alone restore anywhere, "
         "see eval.py)")
+
+
+def _key_name(key) -> str:
+  """A pytree path entry as orbax names it on disk."""
+  if isinstance(key, jax.tree_util.DictKey):
+    return str(key.key)
+  if isinstance(key, jax.tree_util.GetAttrKey):
+    return key.name
+  if isinstance(key, jax.tree_util.SequenceKey):
+    return str(key.idx)
+  return str(key)
 
 
 def _abstract(x):

@@ -1,6 +1,8 @@
 """The MoE block in the whole model: causality, sharding, training, accounting, configs."""
 
 import dataclasses
+import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +12,7 @@ from flax import nnx
 
 from configs import moe as moe_configs
 from tests import families
-from zoo import accounting, config, sharding
+from zoo import accounting, config, plotting, sharding
 from zoo.config import ConfigError, MeshConfig
 from zoo.families.mixture_of_experts import MoeConfig
 from zoo.models import Decoder, flops
@@ -213,3 +215,17 @@ def test_metric_writer_keeps_vector_statistics(tmp_path):
   record = json.loads((tmp_path / "metrics.jsonl").read_text())
   assert record == {"step": 10, "loss": 2.5, "layer_1/moe/expert_load": [0.5, 1.5]}
   assert list((tmp_path / "tensorboard").iterdir())
+
+
+def test_expert_load_figure_reads_the_logged_histograms(tmp_path):
+  """eval.py --figures: one PNG per MoE layer from metrics.jsonl, steps along x."""
+  from zoo.families import mixture_of_experts
+  rows = [{"step": s, "loss": 1.0, "layer_1/moe/expert_load": [1.0 + 0.1 * s, 1.0 - 0.1 * s]}
+          for s in (10, 20, 30)]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  run = types.SimpleNamespace(workdir=str(tmp_path))
+  paths = mixture_of_experts.figures(run, str(tmp_path))
+  assert paths == [str(tmp_path / "expert_load_layer_1.png")]
+  assert open(paths[0], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  fig = plotting.expert_loads([10, 20], [[1.0, 1.0], [1.2, 0.8]])
+  assert fig.axes[0].get_xlabel() == "training step" and fig.axes[0].get_ylabel() == "expert"

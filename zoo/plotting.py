@@ -47,3 +47,23 @@ def routing_map(grid_LT: np.ndarray, token_text: list[str], real_T: np.ndarray,
     fig.savefig(path, dpi=120)
     plt.close(fig)
   return fig
+
+
+def expert_loads(steps: list[int], loads_SE: np.ndarray, path: str | None = None, *,
+                 title: str = "expert load") -> plt.Figure:
+  """Each expert's load over training (x: step, y: expert, colour: load / mean load, 1 =
+  even), the histogram an MoE layer logs every log step."""
+  loads_SE = np.asarray(loads_SE, np.float64)
+  fig, ax = plt.subplots(figsize=(7.0, 0.25 * loads_SE.shape[1] + 2.0))
+  image = ax.imshow(loads_SE.T, aspect="auto", origin="lower", cmap="viridis",
+                    interpolation="nearest",
+                    extent=(steps[0] - 0.5, steps[-1] + 0.5, -0.5, loads_SE.shape[1] - 0.5))
+  fig.colorbar(image, ax=ax, label="load / mean load (1 = balanced)")
+  ax.set_xlabel("training step")
+  ax.set_ylabel("expert")
+  ax.set_title(title)
+  fig.tight_layout()
+  if path:
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+  return fig

@@ -38,6 +38,7 @@ no router logits (8 and 4).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
 import jax
@@ -45,7 +46,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pallas_kernels import dropless, expert_dispatch
-from zoo import registry, sharding
+from zoo import plotting, registry, sharding
 from zoo.config import ConfigError, ModelConfig, one_of, positive
 from zoo.data import token_counts
 from zoo.models import flops
@@ -337,6 +338,27 @@ def prepare(cfg, tokenizer, echo):
   return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, moe=moe))
 
 
+def figures(run, directory: str) -> list[str]:
+  """Each MoE layer's expert loads over training, from the run's metrics.jsonl."""
+  path = os.path.join(run.workdir, "metrics.jsonl")
+  if not os.path.isfile(path):
+    return []
+  loads: dict[str, list] = {}
+  with open(path) as f:
+    for line in f:
+      record = json.loads(line)
+      for key, value in record.items():
+        if key.endswith("/moe/expert_load"):
+          loads.setdefault(key.split("/")[0], []).append((record["step"], value))
+  paths = []
+  for layer, series in sorted(loads.items()):
+    out = os.path.join(directory, f"expert_load_{layer}.png")
+    plotting.expert_loads([s for s, _ in series], [v for _, v in series], out,
+                          title=f"{layer} expert load, {os.path.basename(run.workdir)}")
+    paths.append(out)
+  return paths
+
+
 FAMILY = registry.register(registry.Family(
     name="mixture_of_experts",
     options={"moe": MoeConfig},
@@ -347,5 +369,6 @@ FAMILY = registry.register(registry.Family(
         decode_example={"moe": {"capacity_factor": 0.0}}),),
     validate=validate,
     prepare=prepare,
+    figures=figures,
     local_fields=("moe.hash_frequencies",),
 ))

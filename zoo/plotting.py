@@ -36,11 +36,11 @@ def routing_map(grid_LT: np.ndarray, token_text: list[str], real_T: np.ndarray,
   ax.set_yticks(range(layers))
   ax.set_ylabel("layer")
   ax.set_xlabel("token (validation text)")
-  ax.set_title(title)
+  ax.set_title(title, pad=26)
   legend = [patches.Patch(color=PROCESSED, label="processed (routed layer)"),
             patches.Patch(color=SKIPPED, label="routed around"),
             patches.Patch(color=EVERY_TOKEN, label="layer processes every token")]
-  ax.legend(handles=legend, loc="upper center", bbox_to_anchor=(0.5, -0.35), ncol=3,
+  ax.legend(handles=legend, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3,
             fontsize=8, frameon=False)
   fig.tight_layout()
   if path:

@@ -99,14 +99,34 @@ def step_time_ratio(df: pd.DataFrame, a: str, b: str) -> float:
 
 
 def larger_optimum(df: pd.DataFrame, a: str, b: str, claim: str) -> dict:
-  """Claim: `a`'s compute-optimal size (least loss per budget) has more parameters than b's."""
-  na, nb = best(df, a).set_index("budget")["N"], best(df, b).set_index("budget")["N"]
-  ratio = (na / nb).dropna()
-  measured = "; ".join(f"C={c:.2g}: N*({a})/N*({b}) = {r:.2f}" for c, r in ratio.items())
-  if not len(ratio):
+  """Claim: `a`'s compute-optimal size (least loss per budget) has more parameters than b's.
+
+  Sizes are a grid: the same grid point is a tie (whatever parameters a variant adds at that
+  width), and an optimum on the grid's edge is not resolved (the isoFLOP minimum may lie
+  beyond it)."""
+  ba, bb = best(df, a).set_index("budget"), best(df, b).set_index("budget")
+  budgets = [c for c in ba.index if c in bb.index]
+  if not budgets:
     return _row(claim, "no common budgets", OPEN)
-  return _row(claim, measured + " (sizes on a grid: a ratio of 1 is a tie)",
-              HOLDS if (ratio > 1).all() else FAILS if (ratio < 1).all() else OPEN)
+  parts, verdicts = [], []
+  for c in budgets:
+    ends = {v: _grid_ends(df, v) for v in (a, b)}
+    at_edge = [v for v, size in ((a, ba.loc[c, "size"]), (b, bb.loc[c, "size"]))
+               if size in ends[v]]
+    ratio = ba.loc[c, "N"] / bb.loc[c, "N"]
+    same = ba.loc[c, "size"] == bb.loc[c, "size"]
+    parts.append(f"C={c:.2g}: {a} {ba.loc[c, 'size']} vs {b} {bb.loc[c, 'size']} "
+                 f"(N ratio {ratio:.2f})" + (f", optimum at the grid edge for {at_edge}"
+                                             if at_edge else ""))
+    verdicts.append(OPEN if same or at_edge else HOLDS if ratio > 1 else FAILS)
+  verdict = verdicts[0] if len(set(verdicts)) == 1 else OPEN
+  return _row(claim, "; ".join(parts), verdict)
+
+
+def _grid_ends(df: pd.DataFrame, variant: str) -> set:
+  """The smallest and largest size (by total parameters) the variant was trained at."""
+  sizes = df[df.variant == variant].groupby("size")["params_total"].first().sort_values()
+  return {sizes.index[0], sizes.index[-1]} if len(sizes) > 2 else set(sizes.index)
 
 
 def faster(df: pd.DataFrame, a: str, b: str, claim: str, tolerance: float = 0.05) -> dict:

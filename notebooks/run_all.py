@@ -27,11 +27,12 @@ def notebooks() -> list[str]:
   return sorted(glob.glob(os.path.join(HERE, "*.ipynb")))
 
 
-def execute(path: str, *, timeout: int = 600) -> nbformat.NotebookNode:
-  """The notebook at `path`, executed; raises nbclient's CellExecutionError at a failing cell."""
+def execute(path: str, *, timeout: int = 600, env: dict | None = None) -> nbformat.NotebookNode:
+  """The notebook at `path`, executed; raises nbclient's CellExecutionError at a failing cell.
+  `env`: more environment variables for the kernel (e.g. TMPDIR, where notebooks train)."""
   nb = nbformat.read(path, as_version=4)
   env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
-      REPO, os.environ.get("PYTHONPATH")]))}
+      REPO, os.environ.get("PYTHONPATH")])), **(env or {})}
   env.setdefault("JAX_PLATFORMS", "cpu")
   # One BLAS thread: numpy's arrays here are small, and beside other processes (CI runs the
   # notebooks beside other tests) a threaded OpenBLAS made the scaling fits 7x slower.

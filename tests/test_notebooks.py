@@ -18,8 +18,9 @@ def test_there_are_notebooks():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", run_all.notebooks(), ids=os.path.basename)
-def test_notebook_runs_and_draws_its_images(path):
+def test_notebook_runs_and_draws_its_images(path, tmp_path):
   stored = nbformat.read(path, as_version=4)
-  executed = run_all.execute(path)  # raises at the first failing cell, with its traceback
+  # Workdirs go under the kernel's temporary directory: this test's own.
+  executed = run_all.execute(path, env={"TMPDIR": str(tmp_path)})  # raises at a failing cell
   assert run_all.images(stored) > 0, f"{path} is stored without its plots: notebooks/run_all.py"
   assert run_all.images(executed) == run_all.images(stored)

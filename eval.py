@@ -56,7 +56,7 @@ def main(argv):
 
 def _evaluate():
   from zoo import checkpoint, evaluation, workdir
-  from zoo.training import restore
+  from zoo.training import metrics, restore
 
   types = {f.name: f.type for f in dataclasses.fields(DataConfig)}
   overrides = {name: int(flag.value) if types[name] == "int" else flag.value
@@ -82,6 +82,7 @@ def _evaluate():
     if distributed.is_primary():
       if _FIGURES.value:
         result["figures"] = restore.family_figures(run, _WORKDIR.value)
+        metrics.add_images(_WORKDIR.value, run.step, result["figures"])  # TensorBoard too
       workdir.atomic_write(os.path.join(_WORKDIR.value, "eval.json"),
                            json.dumps(result, indent=2))
   except (ConfigError, checkpoint.CheckpointError, evaluation.SamplingError,

@@ -20,7 +20,7 @@ from zoo.models import Decoder, flops
 from zoo.families.mixture_of_depths import MoDBlock, capacity_tokens, mod_block_flops
 from zoo.models.parts import Context
 from zoo.testing import random_batch, tiny_config, tiny_model
-from zoo.training import step as step_lib
+from zoo.training import metrics, step as step_lib
 
 
 def _mod_model(capacity=0.25, **overrides):
@@ -210,6 +210,8 @@ def test_routing_map_figure_shows_tokens_layers_and_a_legend(tmp_path):
   paths = mixture_of_depths.figures(run, str(tmp_path), num_tokens=12)
   assert paths == [str(tmp_path / "routing_map.png")]
   assert open(paths[0], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  metrics.add_images(str(tmp_path), 7, paths)  # eval.py --figures: TensorBoard gets it too
+  assert any(p.name.endswith(".figures") for p in (tmp_path / "tensorboard").iterdir())
   fig = plotting.routing_map(grid, [f"t{t}" for t in tokens], np.ones(12, bool),
                              title="run step 7")
   ax = fig.axes[0]

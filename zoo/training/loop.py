@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import jax
@@ -154,8 +155,10 @@ def _loop(cfg, workdir, mesh, state, train_iter, train_fn, eval_fn, eval_set, to
     start = time.perf_counter()
     train_fn = train_fn.lower(state, batch).compile()
     echo(f"compiled the train step in {time.perf_counter() - start:.1f} s")
+    # disable=None hides the bar off a terminal; a notebook's kernel is not one, but shows it.
+    interactive = False if "ipykernel" in sys.modules else None
     bar = tqdm.tqdm(total=cfg.steps, initial=first_step, unit="step",
-                    disable=None if distributed.is_primary() else True)
+                    disable=interactive if distributed.is_primary() else True)
     write = bar.write if distributed.is_primary() else _silent  # keeps the bar intact
     clock.reset(first_step)
     for step in range(first_step + 1, cfg.steps + 1):

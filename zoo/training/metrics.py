@@ -97,3 +97,17 @@ def json_value(value) -> float | list[float]:
   """A metric as JSON: a float, or a list of floats for a vector statistic."""
   value = np.asarray(value)  # NaN stays NaN: a diverged run must show it
   return float(value) if value.ndim == 0 else value.astype(float).tolist()
+
+
+def add_images(workdir: str, step: int, paths: list[str]) -> None:
+  """The PNG figures at `paths` as TensorBoard images of `step` (tag: the file's name), in
+  an events file of their own beside the training run's."""
+  if not paths:
+    return
+  from matplotlib import image as mpimg  # only where figures are drawn
+  from tensorboardX import SummaryWriter  # no TensorFlow needed
+  with SummaryWriter(os.path.join(workdir, "tensorboard"), filename_suffix=".figures") as tb:
+    for path in paths:
+      pixels = mpimg.imread(path)[..., :3]  # RGB floats in [0, 1]
+      tb.add_image(os.path.splitext(os.path.basename(path))[0], pixels, step,
+                   dataformats="HWC")

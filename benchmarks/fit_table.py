@@ -49,6 +49,7 @@ def main():
   parser.add_argument("--topologies", default="v5e-8,v5p-8,v5p-128")
   parser.add_argument("--search", default="v5e-8,v5p-8",
                       help="slices on which to search the largest batch (many compiles)")
+  parser.add_argument("--models", default="", help="only models whose label contains this")
   parser.add_argument("--out", default="benchmarks/fit_table.json")  # also read: resumes
   args = parser.parse_args()
   rows = []
@@ -60,6 +61,8 @@ def main():
         "(per chip) |\n|---|---|---|---|---|---|---|", flush=True)
   for size in args.sizes.split(","):
     for label, (module, pattern) in MODELS.items():
+      if args.models not in label:
+        continue
       for name in args.topologies.split(","):
         if (label, size, name) not in done:
           rows.append(cell(label, module, pattern.format(size=size), size, name,

@@ -243,8 +243,8 @@ def combine(y_ECD: jax.Array, info: DispatchInfo, x_TD: jax.Array | None = None,
   backend = _common.resolve_backend(backend)
   if backend == "xla":
     return combine_reference(y_ECD, info, x_TD)
-  if x_TD is None:
-    x_TD = jnp.zeros((info.num_tokens, y_ECD.shape[-1]), y_ECD.dtype)
+  if x_TD is None:  # under shard_map: varying like the expert outputs, as its cotangent is
+    x_TD = _common.vary_like(jnp.zeros((info.num_tokens, y_ECD.shape[-1]), y_ECD.dtype), y_ECD)
   _common.check_float_dtype(x_TD, "x_TD")
   if info.slot_TR is not None:
     return _combine_topk_pallas(y_ECD, x_TD, info.gate_TR, info.slot_TR, info.slot_token_EC,

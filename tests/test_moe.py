@@ -16,7 +16,7 @@ from zoo import accounting, config, plotting, sharding
 from zoo.config import ConfigError, MeshConfig
 from zoo.families.mixture_of_experts import MoeConfig
 from zoo.models import Decoder, flops
-from zoo.training import step as step_lib
+from zoo.training import collectives, step as step_lib
 from zoo.testing import random_batch, tiny_config, tiny_model
 
 SWITCH = MoeConfig(router="switch", num_experts=8, capacity_factor=1.0)
@@ -55,43 +55,69 @@ def test_expert_choice_is_not_causal():
       MoeConfig(router="expert_choice", num_experts=8, capacity_factor=1.0))
 
 
-def _loss_and_grads(model_cfg, mesh_cfg: MeshConfig, devices):
-  cfg = tiny_config(model=model_cfg, mesh=mesh_cfg, batch_size=8, seq_len=16)
+def _loss_and_grads(model_cfg, mesh_cfg: MeshConfig, devices, *, partition="shard_map",
+                    hlo=False):
+  cfg = tiny_config(model=model_cfg, mesh=mesh_cfg, partition=partition)
   mesh = sharding.make_mesh(cfg.mesh, devices)
   trainer, state, shardings = step_lib.create(cfg, mesh)
   batch = sharding.global_batch(random_batch(cfg, seed=7), mesh)
   with sharding.activate(mesh):
-    fn = jax.jit(lambda s, b: step_lib.loss_and_grads(trainer, s, b),
-                 in_shardings=(shardings, sharding.batch_sharding(mesh)))
+    def fn(s, b):
+      with sharding.partition(partition):
+        return step_lib.loss_and_grads(trainer, s, b)
+    fn = jax.jit(fn, in_shardings=(shardings, sharding.batch_sharding(mesh)))
     loss, grads, aux = fn(state, batch)
-  return state, jax.device_get(loss), jax.device_get(nnx.to_pure_dict(grads)), jax.device_get(aux)
+    text = fn.lower(state, batch).compile().as_text() if hlo else None
+  out = state, jax.device_get(loss), jax.device_get(nnx.to_pure_dict(grads)), jax.device_get(aux)
+  return out + (text,) if hlo else out
 
 
 MESHES = [MeshConfig(data=1, expert=8), MeshConfig(data=2, expert=4)]
 
 
+def _assert_same(got, want):
+  _, loss, grads, aux = got[:4]
+  np.testing.assert_allclose(loss, want[1], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               grads, want[2])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               aux, want[3])
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("moe", [
+    MoeConfig(router="switch", capacity_factor=1.25),
     MoeConfig(router="topk", top_k=2, capacity_factor=0.0),
     MoeConfig(router="expert_choice", capacity_factor=2.0),
     MoeConfig(router="switch", noop_experts=8),
-], ids=["topk_dropless", "expert_choice", "integrated_mode"])
+    MoeConfig(router="hash", capacity_factor=0.0),
+], ids=["switch_capacity", "topk_dropless", "expert_choice", "integrated_mode", "hash"])
 def test_expert_sharded_matches_one_device(moe):
-  """Routers beyond the conformance suite's (Switch with a capacity, expert=2): 8 and 4
-  experts per device."""
+  """Expert parallelism (8 and 4 experts per device, tokens moved by all-to-all, or by
+  all-gather and reduce-scatter when dropless) gives the loss, gradients and statistics of
+  one device."""
   model_cfg = tiny_model(pattern=("dense", "moe"), moe=moe, tie_embeddings=False)
-  _, ref_loss, ref_grads, ref_aux = _loss_and_grads(model_cfg, MeshConfig(data=1),
-                                                    jax.devices()[:1])
+  want = _loss_and_grads(model_cfg, MeshConfig(data=1), jax.devices()[:1])
   for mesh_cfg in MESHES:
-    state, loss, grads, aux = _loss_and_grads(model_cfg, mesh_cfg, jax.devices())
-    experts = state.params["stack"]["units"][0]["blocks"][1]["moe"]["experts"]["in_EDF"][...]
+    got = _loss_and_grads(model_cfg, mesh_cfg, jax.devices())
+    experts = got[0].params["stack"]["units"][0]["blocks"][1]["moe"]["experts"]["in_EDF"][...]
     assert experts.sharding.spec[0] == "expert"
     assert experts.addressable_shards[0].data.shape[0] == 8 // mesh_cfg.expert
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 grads, ref_grads)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
-                 aux, ref_aux)
+    _assert_same(got, want)
+
+
+@pytest.mark.slow
+def test_shard_map_moves_tokens_by_all_to_all_and_matches_gspmd():
+  """The same Switch step partitioned both ways: shard_map sends slots to their experts with
+  all-to-all; GSPMD, left to itself, does not; the results agree."""
+  model_cfg = tiny_model(pattern=("dense", "moe"), moe=SWITCH, tie_embeddings=False)
+  mesh_cfg = MeshConfig(data=2, expert=4)
+  *manual, manual_hlo = _loss_and_grads(model_cfg, mesh_cfg, jax.devices(), hlo=True)
+  *auto, auto_hlo = _loss_and_grads(model_cfg, mesh_cfg, jax.devices(), partition="gspmd",
+                                    hlo=True)
+  assert collectives.bytes_by_kind(manual_hlo)["all-to-all"] > 0
+  assert collectives.bytes_by_kind(auto_hlo)["all-to-all"] == 0
+  _assert_same(manual, auto)
 
 
 def _train(moe: MoeConfig, steps: int = 30):

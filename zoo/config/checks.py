@@ -12,7 +12,7 @@ import os
 from zoo import registry
 from zoo.config.errors import ConfigError
 from zoo.config.schema import (ACTIVATIONS, DATA_SOURCES, DTYPES, NONFINITE, NORMS, OPTIMIZERS,
-                               REMAT_POLICIES, SCHEDULES, Config, DataConfig, MeshConfig,
+                               PARTITIONS, REMAT_POLICIES, SCHEDULES, Config, DataConfig, MeshConfig,
                                ModelConfig)
 
 
@@ -96,6 +96,7 @@ def validate(cfg: Config, num_devices: int) -> None:
   positive("eval_tokens", cfg.eval_tokens, allow_zero=True)
   positive("peak_flops_per_device", cfg.peak_flops_per_device, allow_zero=True)
   one_of("nonfinite", cfg.nonfinite, NONFINITE)
+  one_of("partition", cfg.partition, PARTITIONS)
   positive("profile_start", cfg.profile_start)
   positive("profile_steps", cfg.profile_steps, allow_zero=True)
   validate_model(cfg.model)
@@ -104,11 +105,11 @@ def validate(cfg: Config, num_devices: int) -> None:
       family.validate(cfg)
   validate_data(cfg.data)
   sizes = validate_mesh(cfg.mesh, num_devices)
-  batch_shards = sizes["data"] * sizes["fsdp"]
+  batch_shards = sizes["data"] * sizes["fsdp"] * sizes["expert"]
   if cfg.batch_size % (batch_shards * cfg.grad_accum_steps):
     raise ConfigError(
         "batch_size", cfg.batch_size,
-        f"a multiple of mesh data*fsdp={batch_shards} times grad_accum_steps="
+        f"a multiple of mesh data*fsdp*expert={batch_shards} times grad_accum_steps="
         f"{cfg.grad_accum_steps}")
   o = cfg.optimizer
   one_of("optimizer.name", o.name, OPTIMIZERS)

@@ -149,6 +149,10 @@ class Config:
   nonfinite: str = "stop"  # non-finite loss or grad norm: "stop" the run, or "skip" the update
   profile_start: int = 5  # first step of a jax.profiler trace into WORKDIR/profile
   profile_steps: int = 0  # steps traced; 0: no trace
+  # How a sharded model runs its kernels (MoD's gather/scatter, MoE dispatch): "shard_map",
+  # per shard with explicit collectives (all-to-all expert parallelism), or "gspmd", left to
+  # XLA's partitioner (for comparison; it cannot partition a Mosaic kernel).
+  partition: str = "shard_map"
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   mesh: MeshConfig = MeshConfig()
   optimizer: OptimizerConfig = OptimizerConfig()
@@ -163,3 +167,4 @@ SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 DATA_SOURCES = ("stdlib", "local_text", "tfds")
 NONFINITE = ("stop", "skip")
+PARTITIONS = ("shard_map", "gspmd")

@@ -29,12 +29,17 @@ noise instead of r (r still scales the kept updates), which the paper finds much
 Best setting in the paper: capacity 12.5%, every other block, i.e. pattern ("dense", "mod").
 FLOPs of a routed block per sequence token: attention projections and MLP scale with
 c = k / L, attention scores with c^2 (kept queries times kept keys).
+
+Kernels: the gather of the kept tokens and the weighted scatter back are
+`pallas_kernels.route_gather` / `route_scatter` (`model.mod.backend`), run per shard of the
+batch under `jax.shard_map` on a mesh (`row_kernels`).
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import math
 import os
 
@@ -62,10 +67,12 @@ class ModConfig:
   predictor_hidden: int = 0  # the predictor's hidden width (0: d_model // 4)
   decode: str = "predictor"  # what decides causally when sampling: "predictor" or "router"
   decode_threshold: float = 0.0  # decode="router": r > threshold processes the token
+  backend: str = ""  # row kernels: '' by platform, "xla", "pallas_tpu", "pallas_interpret"
 
 
 ROUTING = ("learned", "stochastic")
 DECODE = ("predictor", "router")
+BACKENDS = ("", "xla", "pallas_tpu", "pallas_interpret")
 
 
 def capacity_tokens(capacity: float, length: int) -> int:
@@ -111,6 +118,18 @@ def routing_noise(x_BLD, ctx: Context):
         jax.lax.stop_gradient(x_BLD[..., 0]).astype(jnp.float32), jnp.uint32)
     key = jax.random.key(jnp.sum(bits, dtype=jnp.uint32))
   return jax.random.normal(key, x_BLD.shape[:2], jnp.float32)
+
+
+def row_kernels(backend: str | None):
+  """(gather, scatter) run per shard of the batch (`sharding.per_shard`: under
+  jax.shard_map on a mesh, since XLA cannot partition a Mosaic kernel): each chip gathers
+  and scatters its own rows' tokens."""
+  rows3, rows2 = ("batch", None, None), ("batch", None)
+  gather = sharding.per_shard(functools.partial(route_gather, backend=backend),
+                              (rows3, rows2), rows3)
+  scatter = sharding.per_shard(functools.partial(route_scatter, backend=backend),
+                               (rows3, rows3, rows2, rows2), rows3)
+  return gather, scatter
 
 
 class Predictor(nnx.Module):
@@ -170,10 +189,11 @@ class MoDBlock(nnx.Module):
     k = capacity_tokens(self.mod.capacity, x_BLD.shape[1])
     scores_BL = r_BL if self.mod.routing == "learned" else routing_noise(x_BLD, ctx)
     idx_BC = top_k_positions(scores_BL, ctx.segment_ids_BL, k)
-    x_BCD = route_gather(x_BLD, idx_BC)
+    gather, scatter = row_kernels(self.mod.backend or None)
+    x_BCD = gather(x_BLD, idx_BC)
     y_BCD, inner_aux = self.block(x_BCD, gather_context(ctx, idx_BC))
     w_BC = jnp.take_along_axis(r_BL, idx_BC, axis=1)
-    out_BLD = route_scatter(x_BLD, y_BCD - x_BCD, w_BC, idx_BC)
+    out_BLD = scatter(x_BLD, y_BCD - x_BCD, w_BC, idx_BC)
     kept_BL = positions_to_mask(idx_BC, x_BLD.shape[1])
     return out_BLD, {**inner_aux, **self._aux(x_BLD, r_BL, kept_BL, ctx.segment_ids_BL)}
 
@@ -269,6 +289,7 @@ def validate(cfg) -> None:
   positive(p + "router_loss_weight", mod.router_loss_weight, allow_zero=True)
   positive(p + "predictor_loss_weight", mod.predictor_loss_weight, allow_zero=True)
   positive(p + "predictor_hidden", mod.predictor_hidden, allow_zero=True)
+  one_of(p + "backend", mod.backend, BACKENDS)
 
 
 # ---- what eval.py reports and draws for a run with routed blocks ---------------------------

@@ -17,10 +17,13 @@ Dispatch goes through `pallas_kernels`: with a capacity, `expert_dispatch.dispat
 expert e of group b being "virtual expert" b * E + e), the experts run as one batched matmul,
 and `combine` scatters the gated outputs back (an overflowing token passes through on the
 residual); dropless (capacity_factor 0) uses `dropless.dropless_moe` (sort by expert, grouped
-matmul, unsort). Backend `model.moe.backend` ('' : XLA reference off TPU). Under a sharded
-jit the kernels are partitioned by XLA (GSPMD); wrapping the Pallas backends in
-`jax.shard_map` for TPU pods is not done yet. Expert weights carry the logical axes ("expert",
-"embed", "mlp"), so they shard over the `expert` mesh axis.
+matmul, unsort). Backend `model.moe.backend` ('' : XLA reference off TPU). On a mesh the
+dispatch, the experts and the combine run per shard under `jax.shard_map`
+(`zoo.sharding.per_shard`; `partition="gspmd"` leaves them to XLA instead): each chip routes
+its own sequences, and with an `expert` mesh axis of n chips, each holding E / n experts
+(logical axes ("expert", "embed", "mlp")), the slots go to their experts and back by one
+all-to-all each way; dropless layers all-gather the expert axis's tokens and reduce-scatter
+the outputs instead (the slot counts are not fixed).
 
 Statistics per layer (aux, not losses): "moe/dropped" (fraction of the choices of a real
 expert that found no slot; for expert choice, of tokens no expert took), "moe/load_max" and
@@ -116,25 +119,52 @@ class Experts(nnx.Module):
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5
     self.out_EFD = param(rngs, (e, f, d), ("expert", "mlp", "embed"), out_std)
 
-  def weights(self, dtype):
-    gate = self.gate_EDF[...].astype(dtype) if self.gated else None
-    return self.in_EDF[...].astype(dtype), gate, self.out_EFD[...].astype(dtype)
+  def weights(self, dtype) -> tuple[jax.Array, ...]:
+    """(w_in, w_out), or (w_in, w_out, w_gate) for a gated activation, in `dtype`."""
+    w = (self.in_EDF[...], self.out_EFD[...]) + ((self.gate_EDF[...],) if self.gated else ())
+    return tuple(a.astype(dtype) for a in w)
 
-  def __call__(self, x_BECD):
-    """Every expert on its slots: [B, E, C, D] -> [B, E, C, D]."""
-    w_in, w_gate, w_out = self.weights(x_BECD.dtype)
-    act = ACTIVATIONS[self.activation]
-    h = jnp.einsum("becd,edf->becf", x_BECD, w_in)
-    h = act(jnp.einsum("becd,edf->becf", x_BECD, w_gate)) * h if self.gated else act(h)
-    return jnp.einsum("becf,efd->becd", h, w_out)
+
+def expert_mlps(x_BECD, activation: str, w_in, w_out, w_gate=None):
+  """Every expert on its slots: [B, E, C, D] -> [B, E, C, D]."""
+  act = ACTIVATIONS[activation]
+  h = jnp.einsum("becd,edf->becf", x_BECD, w_in)
+  h = act(jnp.einsum("becd,edf->becf", x_BECD, w_gate)) * h if w_gate is not None else act(h)
+  return jnp.einsum("becf,efd->becd", h, w_out)
+
+
+def run_experts(x_BECD, activation: str, *weights):
+  """The experts on their slots. Under expert parallelism (inside `sharding.per_shard`, the
+  weights being this chip's E / n experts) every chip sends each expert's slots to the chip
+  that holds it and gets the outputs back: one all-to-all each way over the expert axis, as
+  GShard (Lepikhin et al. 2020) and MaxText do."""
+  n = sharding.expert_shards()
+  if n > 1:  # [B, E, C, D] -> [n B, E / n, C, D]: every shard's slots of my experts
+    x_BECD = sharding.all_to_all_experts(x_BECD, split_axis=1, concat_axis=0)
+  y_BECD = expert_mlps(x_BECD, activation, *weights)
+  if n > 1:
+    y_BECD = sharding.all_to_all_experts(y_BECD, split_axis=0, concat_axis=1)
+  return y_BECD
+
+
+# Logical axes inside the per-shard functions: tokens split over the batch axes, each chip's
+# experts whole (their width gathered at the boundary, as FSDP gathers any weight).
+_BATCH3 = ("batch", None, None)
+_EXPERTS = ("expert", None, None)
 
 
 class MoeMLP(nnx.Module):
-  """Router + experts + dispatch; returns the MoE output (residual not included) and aux."""
+  """Router + experts + dispatch; returns the MoE output (residual not included) and aux.
+
+  The router runs on the whole batch (XLA partitions it over the batch); dispatch, experts
+  and combine run per shard (`sharding.per_shard`): each chip routes its own sequences into
+  slots with the kernels, and the slots travel to their experts by all-to-all.
+  """
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.num_experts = cfg.moe.num_experts
     self.backend = cfg.moe.backend or None
+    self.activation = cfg.activation
     self.router = make_router(cfg, cfg.moe, rngs=rngs)
     self.experts = Experts(cfg, rngs=rngs)
 
@@ -158,50 +188,89 @@ class MoeMLP(nnx.Module):
       stats["moe/router_entropy"] = _mean(entropy_BL, weight_BL)
     return y_BLD, {**routing.aux, **stats}
 
+  def _weights(self, dtype):
+    weights = self.experts.weights(dtype)
+    return weights, (_EXPERTS,) * len(weights)
+
   def _capacity(self, h_BLD, routing: Routing, weight_BL):
-    b, l, d = h_BLD.shape
+    b, l, _ = h_BLD.shape
     e, c, k = self.num_experts, routing.capacity, routing.expert_idx_BLR.shape[-1]
-    # One dispatch over all B x L tokens with B x E "virtual experts" (expert e of group b
-    # is b * E + e): slots still go first come, first served in (rank, token) order within
-    # each group, exactly as routing each group alone, without vmapping the Pallas kernels.
-    offset_BLR = (jnp.arange(b) * e)[:, None, None]
-    virtual_BLR = jnp.where(routing.expert_idx_BLR >= 0, routing.expert_idx_BLR + offset_BLR, -1)
-    x_GCD, info = expert_dispatch.dispatch(
-        h_BLD.reshape(b * l, d), virtual_BLR.reshape(b * l, k),
-        routing.gate_BLR.reshape(b * l, k).astype(h_BLD.dtype), b * e, c, backend=self.backend)
-    y_BECD = self.experts(x_GCD.reshape(b, e, c, d))
-    y_TD = expert_dispatch.combine(y_BECD.reshape(b * e, c, d), info, None, backend=self.backend)
+
+    def local(h_BLD, expert_idx_BLR, gate_BLR, *weights):
+      b, l, d = h_BLD.shape
+      # One dispatch over the shard's B x L tokens with B x E "virtual experts" (expert e of
+      # group b is b * E + e): slots still go first come, first served in (rank, token)
+      # order within each group, exactly as routing each group alone, without a vmap.
+      offset_BLR = (jnp.arange(b) * e)[:, None, None]
+      virtual_BLR = jnp.where(expert_idx_BLR >= 0, expert_idx_BLR + offset_BLR, -1)
+      x_GCD, info = expert_dispatch.dispatch(
+          h_BLD.reshape(b * l, d), virtual_BLR.reshape(b * l, k),
+          gate_BLR.reshape(b * l, k).astype(h_BLD.dtype), b * e, c, backend=self.backend)
+      y_BECD = run_experts(x_GCD.reshape(b, e, c, d), self.activation, *weights)
+      y_TD = expert_dispatch.combine(y_BECD.reshape(b * e, c, d), info, None,
+                                     backend=self.backend)
+      return y_TD.reshape(b, l, d), info.slot_TR.reshape(b, l, k)
+
+    weights, weight_axes = self._weights(h_BLD.dtype)
+    y_BLD, slot_BLR = sharding.per_shard(
+        local, (_BATCH3,) * 3 + weight_axes, (_BATCH3, _BATCH3))(
+            h_BLD, routing.expert_idx_BLR, routing.gate_BLR, *weights)
     # Dropped: choices of a real expert that found it full (a no-op choice is not a drop).
     chosen_BLR = (routing.expert_idx_BLR >= 0).astype(jnp.float32) * weight_BL[..., None]
-    dropped_BLR = (info.slot_TR < 0).reshape(b, l, k) * chosen_BLR
+    dropped_BLR = (slot_BLR < 0) * chosen_BLR
     stats = {"moe/dropped": jnp.sum(dropped_BLR) / jnp.maximum(jnp.sum(chosen_BLR), 1.0)}
-    return y_TD.reshape(b, l, d), {**stats, **_load_stats(routing.expert_idx_BLR, weight_BL, e)}
+    return y_BLD, {**stats, **_load_stats(routing.expert_idx_BLR, weight_BL, e)}
 
   def _dropless(self, h_BLD, routing: Routing, weight_BL):
-    # Without a capacity the grouping does not matter: route all B x L tokens at once.
-    b, l, d = h_BLD.shape
-    k = routing.expert_idx_BLR.shape[-1]
-    w_in, w_gate, w_out = self.experts.weights(h_BLD.dtype)
-    y_TD = dropless.dropless_moe(
-        h_BLD.reshape(b * l, d), routing.expert_idx_BLR.reshape(b * l, k),
-        routing.gate_BLR.reshape(b * l, k).astype(h_BLD.dtype), w_in, w_out,
-        activation=ACTIVATIONS[self.experts.activation], w_gate_EDF=w_gate,
-        backend=self.backend)
+    e = self.num_experts
+
+    def local(h_BLD, expert_idx_BLR, gate_BLR, *weights):
+      # Without a capacity the grouping does not matter: route the shard's tokens at once.
+      b, l, d = h_BLD.shape
+      k = expert_idx_BLR.shape[-1]
+      x_TD = h_BLD.reshape(b * l, d)
+      idx_TR, gate_TR = expert_idx_BLR.reshape(b * l, k), gate_BLR.reshape(b * l, k)
+      n = sharding.expert_shards()
+      if n > 1:  # the expert axis's tokens meet this chip's E / n experts; every token's
+        # outputs are summed back onto its own chip (all-gather, then reduce-scatter)
+        x_TD, idx_TR, gate_TR = (sharding.all_gather_experts(a) for a in (x_TD, idx_TR, gate_TR))
+        first = sharding.expert_shard_index() * (e // n)
+        mine_TR = (idx_TR >= first) & (idx_TR < first + e // n)
+        idx_TR = jnp.where(mine_TR, idx_TR - first, -1)
+      w_in, w_out, *w_gate = weights
+      y_TD = dropless.dropless_moe(
+          x_TD, idx_TR, gate_TR.astype(h_BLD.dtype), w_in, w_out,
+          activation=ACTIVATIONS[self.activation], w_gate_EDF=w_gate[0] if w_gate else None,
+          backend=self.backend)
+      if n > 1:
+        y_TD = sharding.reduce_scatter_experts(y_TD)
+      return y_TD.reshape(b, l, d)
+
+    weights, weight_axes = self._weights(h_BLD.dtype)
+    # megablox's gmm does not declare how its output varies over the mesh: no vma check.
+    y_BLD = sharding.per_shard(local, (_BATCH3,) * 3 + weight_axes, _BATCH3, check_vma=False)(
+        h_BLD, routing.expert_idx_BLR, routing.gate_BLR, *weights)
     stats = {"moe/dropped": jnp.zeros((), jnp.float32)}
-    return (y_TD.reshape(b, l, d),
-            {**stats, **_load_stats(routing.expert_idx_BLR, weight_BL, self.num_experts)})
+    return y_BLD, {**stats, **_load_stats(routing.expert_idx_BLR, weight_BL, e)}
 
   def _expert_choice(self, h_BLD, routing: Routing, weight_BL):
-    b, l, d = h_BLD.shape
+    b, l, _ = h_BLD.shape
     e, c = routing.token_idx_BEC.shape[1:]
-    # Groups flattened as in `_capacity`: expert e of group b picks tokens b * L + t.
-    token_GC = (routing.token_idx_BEC + (jnp.arange(b) * l)[:, None, None]).reshape(b * e, c)
-    x_GCD, info = expert_dispatch.expert_choice_dispatch(
-        h_BLD.reshape(b * l, d), token_GC, routing.gate_BEC.reshape(b * e, c).astype(h_BLD.dtype),
-        backend=self.backend)
-    y_BECD = self.experts(x_GCD.reshape(b, e, c, d))
-    y_BLD = expert_dispatch.combine(y_BECD.reshape(b * e, c, d), info, None,
-                                    backend=self.backend).reshape(b, l, d)
+
+    def local(h_BLD, token_idx_BEC, gate_BEC, *weights):
+      b, l, d = h_BLD.shape
+      # Groups flattened as in `_capacity`: expert e of group b picks tokens b * L + t.
+      token_GC = (token_idx_BEC + (jnp.arange(b) * l)[:, None, None]).reshape(b * e, c)
+      x_GCD, info = expert_dispatch.expert_choice_dispatch(
+          h_BLD.reshape(b * l, d), token_GC, gate_BEC.reshape(b * e, c).astype(h_BLD.dtype),
+          backend=self.backend)
+      y_BECD = run_experts(x_GCD.reshape(b, e, c, d), self.activation, *weights)
+      return expert_dispatch.combine(y_BECD.reshape(b * e, c, d), info, None,
+                                     backend=self.backend).reshape(b, l, d)
+
+    weights, weight_axes = self._weights(h_BLD.dtype)
+    y_BLD = sharding.per_shard(local, (_BATCH3,) * 3 + weight_axes, _BATCH3)(
+        h_BLD, routing.token_idx_BEC, routing.gate_BEC, *weights)
     taken_BL = jnp.zeros((b, l), jnp.float32).at[
         jnp.arange(b)[:, None, None], routing.token_idx_BEC].add(1.0)
     stats = {"moe/dropped": _mean((taken_BL == 0).astype(jnp.float32), weight_BL),
@@ -314,6 +383,11 @@ def validate(cfg) -> None:
   if mo.hash_frequencies and not os.path.isfile(mo.hash_frequencies):
     raise ConfigError(p + "hash_frequencies", mo.hash_frequencies, "an existing .npy file, or ''")
   one_of(p + "backend", mo.backend, BACKENDS)
+  shards = cfg.mesh.expert
+  if shards > 1 and routes_experts(cfg.model) and mo.num_experts % shards:
+    raise ConfigError(p + "num_experts", mo.num_experts,
+                      f"a multiple of mesh.expert={shards} (each chip of the expert axis "
+                      "holds num_experts / mesh.expert experts)")
   if mo.router == "base" and "moe" in cfg.model.pattern and cfg.seq_len % mo.num_experts:
     raise ConfigError(p + "num_experts", mo.num_experts,
                       f"a divisor of the seq_len={cfg.seq_len} tokens a block 'moe' routes "

@@ -32,7 +32,7 @@ from zoo import accounting, sharding
 from zoo import config as config_lib
 from zoo.config import Config, ConfigError
 from zoo.data import KEYS
-from zoo.training import step as step_lib
+from zoo.training import collectives, step as step_lib
 
 GiB = 1024**3
 
@@ -113,6 +113,9 @@ class Report:
   compiled_flops: float = 0.0  # per chip, XLA's count
   analytic_flops: float = 0.0  # per chip, zoo.accounting
   scanned: bool = False  # model.scan_layers: XLA's FLOP count holds one layer of the scan
+  collective_bytes: dict = dataclasses.field(default_factory=dict)  # per kind, per chip
+  mosaic_kernels: int = 0  # Mosaic custom calls in the compiled program
+  activation_gathers: int = 0  # all-gathers of whole [B, L, D] (or [B L, D]) activations
 
   @property
   def batch_per_chip(self) -> float:
@@ -169,6 +172,11 @@ def check(cfg: Config, topo: Topology, devs=None) -> Report:
     report.error = (f"needs {report.total / GiB:.2f} GiB per chip, more than the "
                     f"{topo.chip.hbm_bytes / GiB:.0f} GiB of HBM")
   report.compiled_flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
+  text = compiled.as_text()
+  report.collective_bytes = collectives.bytes_by_kind(text)
+  report.mosaic_kernels = collectives.custom_calls(text)["tpu_custom_call"]
+  b, l, d = cfg.batch_size, cfg.seq_len, cfg.model.d_model
+  report.activation_gathers = len(collectives.gathers_of(text, [(b, l, d), (b * l, d)]))
   report.analytic_flops = accounting.count_flops(cfg).train_per_step / len(devs)
   return report
 
@@ -183,7 +191,7 @@ def _first_line(text: str) -> str:
 def batch_step(cfg: Config, chips: int) -> int:
   """The smallest batch increment the config's mesh and accumulation can split."""
   sizes = config_lib.validate_mesh(cfg.mesh, chips)
-  return sizes["data"] * sizes["fsdp"] * cfg.grad_accum_steps
+  return sizes["data"] * sizes["fsdp"] * sizes["expert"] * cfg.grad_accum_steps
 
 
 def fitting_batch(cfg: Config, chips: int) -> int:
@@ -237,7 +245,16 @@ def describe(report: Report) -> str:
       f"({report.total / topo.chip.hbm_bytes:.0%})",
       f"  FLOPs per step      {report.compiled_flops:.4g} compiled vs {report.analytic_flops:.4g}"
       f" analytic ({flops_note})",
+      "  collectives         " + describe_collectives(report),
   ])
+
+
+def describe_collectives(report: Report) -> str:
+  """MiB each kind of collective leaves on a chip, the Mosaic kernels, whole-activation
+  gathers (ops in a scanned loop body count once)."""
+  moved = ", ".join(f"{k} {v / 2**20:.2f}" for k, v in report.collective_bytes.items() if v)
+  return (f"MiB {moved or 'none'}; {report.mosaic_kernels} Mosaic kernels; "
+          f"{report.activation_gathers} all-gathers of [B, L, D] activations")
 
 
 # Quick mode: with HBM capped at 1 MiB every compile stops at XLA's first memory check, whose

@@ -177,8 +177,13 @@ def jit_steps(trainer: Trainer, shardings, mesh):
   """Jitted (train_step, eval_step) with the state donated and kept on its shardings; the
   eval step's per-sequence outputs are replicated, so every process can read them all."""
   batch_sharding = sharding.batch_sharding(mesh)
+
+  def step(s, b):
+    with sharding.partition(trainer.cfg.partition):
+      return train_step(trainer, s, b)
+
   train = jax.jit(
-      lambda s, b: train_step(trainer, s, b),
+      step,
       in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
       donate_argnums=0)
   return train, jit_eval(trainer, shardings, mesh)
@@ -187,6 +192,11 @@ def jit_steps(trainer: Trainer, shardings, mesh):
 def jit_eval(trainer: Trainer, shardings, mesh):
   """The jitted eval step alone (a state without optimizer state will do)."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  return jax.jit(lambda s, b: eval_step(trainer, s, b),
+
+  def step(s, b):
+    with sharding.partition(trainer.cfg.partition):
+      return eval_step(trainer, s, b)
+
+  return jax.jit(step,
                  in_shardings=(shardings, sharding.batch_sharding(mesh)),
                  out_shardings=replicated)

@@ -2,8 +2,9 @@
 Switch as experts grow, at equal compute) and compute without parameters (Ladder).
 
 Claims: Hash layers beat Switch layers more as the number of experts grows; a Ladder x2
-(the same weights applied twice, twice the FLOPs per token) beats the dense model of the
-same size trained on the same tokens. Run with
+(the same weights applied twice, about twice the FLOPs per token) beats the dense model of
+the same size trained on the same tokens (`tokens_of="dense"`: the Ladder runs take the
+dense runs' steps, so they spend more than the budget). Run with
 
   python study.py run --spec configs/studies/roller.py:cpu --dir runs/roller
 """
@@ -43,7 +44,7 @@ def get_spec(scale: str = "cpu") -> StudySpec:
   common.check_scale("roller", scale)
   size = "tiny" if scale == "cpu" else "{size}"
   variants = ((Variant("dense", f"configs/dense.py:{size}"),
-               Variant("ladder", f"configs/ladder.py:{size}", budget_scale=2.0))
+               Variant("ladder", f"configs/ladder.py:{size}", tokens_of="dense"))
               + tuple(moe(r, e, f"configs/moe.py:{r}_{size}")
                       for r in ("hash", "switch") for e in EXPERTS))
   if scale == "cpu":  # 8 variants x 2 widths x 1 budget = 16 runs

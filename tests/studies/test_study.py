@@ -48,6 +48,23 @@ def test_isoflop_groups_spend_their_budget(study):
     spec_lib.shard(runs, "2/2")
 
 
+def test_tokens_of_takes_the_other_variants_steps():
+  """The seed studies' Ladder: same size, same tokens as dense, more FLOPs (not isoFLOP)."""
+  from configs.studies import roller
+  spec = roller.get_spec("cpu")
+  runs, _ = spec_lib.expand(spec)
+  by_name = {r.name: r for r in runs}
+  for size in ("d64", "d128"):
+    ladder, dense = by_name[f"ladder-{size}-C2e12-s0"], by_name[f"dense-{size}-C2e12-s0"]
+    assert ladder.cfg.steps == dense.cfg.steps
+    assert 1.5 < ladder.flops / dense.flops < 2.0 and ladder.target == ladder.flops
+  bad = spec_lib.StudySpec("bad", "", (spec_lib.Variant("x", "configs/dense.py:tiny",
+                                                        tokens_of="nope"),),
+                           (spec_lib.Size("s"),), budgets=(1e12,))
+  with pytest.raises(ValueError, match="tokens_of"):
+    spec_lib.expand(bad)
+
+
 @pytest.mark.slow  # four tiny trainings with their compiles: about a minute idle
 def test_dry_run_then_run_then_resume(study):
   spec, study_dir = study

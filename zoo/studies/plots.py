@@ -21,6 +21,11 @@ def _pyplot():
 
 
 def _save(fig, out_dir: str, name: str) -> list[str]:
+  from matplotlib import ticker
+  for ax in fig.axes:  # label minor log ticks only on an axis under half a decade wide, so
+    if ax.get_xscale() == "log":  # that narrow panels do not print 2, 3, 4 x 10^5 on top
+      ax.xaxis.set_minor_formatter(ticker.LogFormatterSciNotation(   # of each other
+          labelOnlyBase=False, minor_thresholds=(0.5, 0.2)))
   os.makedirs(out_dir, exist_ok=True)
   paths = [os.path.join(out_dir, f"{name}.{ext}") for ext in ("png", "svg")]
   for p in paths:
@@ -56,7 +61,7 @@ def isoflop(df: pd.DataFrame, out_dir: str, n: str = "total", title: str = "") -
   col = N_COLUMNS[n]
   for (variant, budget), d in df.groupby(["variant", "budget"], sort=False):
     d = d.groupby(col, as_index=False)["loss"].mean().sort_values(col)
-    line, = ax.plot(d[col], d.loss, "o-", label=f"{variant} C={budget:.1g}")
+    line, = ax.plot(d[col], d.loss, "o-", label=f"{variant} C={budget:.2g}")
     data = fits.columns(d.assign(N=d[col], D=1.0, C=budget))
     minima, _ = fits.isoflop_minima(data, np.zeros(len(data), int))
     if len(minima):
@@ -76,7 +81,7 @@ def loss_vs_params(df: pd.DataFrame, out_dir: str, title: str = "") -> list[str]
   for ax, kind in zip(axes, kinds):
     for (variant, budget), d in df.groupby(["variant", "budget"], sort=False):
       d = d.sort_values(N_COLUMNS[kind])
-      ax.plot(d[N_COLUMNS[kind]], d.loss, "o-", label=f"{variant} C={budget:.1g}")
+      ax.plot(d[N_COLUMNS[kind]], d.loss, "o-", label=f"{variant} C={budget:.2g}")
     ax.set(xscale="log", xlabel=f"{kind} non-embedding parameters", title=kind)
   axes[0].set_ylabel("validation loss (nats/token)")
   axes[-1].legend(fontsize=7)
@@ -89,7 +94,7 @@ def loss_vs_granularity(df: pd.DataFrame, out_dir: str, title: str = "") -> list
   fig, ax = plt.subplots(figsize=(6.4, 4.4))
   for (size, budget), d in df.groupby(["size", "budget"], sort=False):
     d = d.groupby("G", as_index=False)["loss"].mean().sort_values("G")
-    ax.plot(d.G, d.loss, "o-", label=f"{size} C={budget:.1g}")
+    ax.plot(d.G, d.loss, "o-", label=f"{size} C={budget:.2g}")
   ax.set(xscale="log", xlabel="granularity G (d_ff / d_expert)",
          ylabel="validation loss (nats/token)", title=title or "loss vs granularity")
   ax.set_xticks(sorted(df.G.unique()), labels=[str(int(g)) for g in sorted(df.G.unique())])

@@ -28,9 +28,12 @@ class Variant:
   preset: str  # "configs/<family>.py:<arg>"; "{size}" in it is replaced by the size's name
   overrides: Mapping = dataclasses.field(default_factory=dict)  # dotted field -> value
   tags: Mapping = dataclasses.field(default_factory=dict)  # extra result columns, e.g. G
-  # Runs of this variant spend budget x budget_scale: e.g. a Ladder x2 at scale 2 sees the
-  # tokens of the dense runs of its group (more compute at fixed parameters, Ju et al.).
+  # Runs of this variant spend budget x budget_scale.
   budget_scale: float = 1.0
+  # Or: train on the tokens that variant `tokens_of` trains on at the same size, budget and
+  # seed (its steps), whatever that costs: more compute at fixed parameters and data, as a
+  # Ladder compared with its dense model (Ju et al. 2021). Not an isoFLOP run.
+  tokens_of: str = ""
   sizes: tuple[str, ...] | None = None  # only these sizes (None: all of the study's)
 
 
@@ -69,7 +72,8 @@ class Run:
 
   @property
   def target(self) -> float:
-    return self.budget * self.variant.budget_scale
+    """The FLOPs the run is meant to spend (a `tokens_of` run: what its steps cost)."""
+    return self.flops if self.variant.tokens_of else self.budget * self.variant.budget_scale
 
 
 def load_preset(preset: str) -> ml_collections.ConfigDict:
@@ -113,8 +117,18 @@ def build_config(spec: StudySpec, variant: Variant, size: Size, budget: float, s
   for overrides in (spec.shared, size.overrides, variant.overrides):
     _apply(c, overrides)
   c.seed = seed
-  per_step = accounting.count_flops(config_lib.from_configdict(c)).train_per_step
-  steps = int(round(budget * variant.budget_scale / per_step))
+  if variant.tokens_of:
+    others = [v for v in spec.variants if v.name == variant.tokens_of and not v.tokens_of]
+    if not others:
+      raise ValueError(f"variant {variant.name!r}: tokens_of={variant.tokens_of!r} is not a "
+                       f"variant of study {spec.name!r} that sets its own steps")
+    other = build_config(spec, others[0], size, budget, seed, num_devices)
+    if other is None:
+      return None
+    steps = other.steps
+  else:
+    per_step = accounting.count_flops(config_lib.from_configdict(c)).train_per_step
+    steps = int(round(budget * variant.budget_scale / per_step))
   if steps < spec.min_steps:
     return None
   c.steps = steps

@@ -7,7 +7,9 @@
 
 Needs the `tpu` extra (libtpu), no TPU. Prints per chip: parameters, optimizer state, batch,
 activations and temporaries, the total against the chip's HBM, the compiled FLOPs per step
-against zoo.accounting's count, and the compile time. Exits non-zero with one line when the
+against zoo.accounting's count, the MiB each kind of collective moves per step (from the
+compiled HLO; a scanned layer's ops count once), the Mosaic kernels in the program, and the
+compile time. Exits non-zero with one line when the
 step does not fit. The batch is the config's, rounded up to a multiple the slice can split
 (--batch_per_chip sets it); --find_max_batch searches the largest batch that fits.
 """

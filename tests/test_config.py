@@ -55,6 +55,8 @@ def test_wrong_type_is_named():
     (dict(data=dict(source="local_text", path="/no/such/file.txt")), 1, "data.path"),
     (dict(data=dict(source="web")), 1, "data.source"),
     (dict(optimizer=dict(schedule="step")), 1, "optimizer.schedule"),
+    (dict(partition="auto"), 1, "partition"),
+    (dict(batch_size=4, mesh=dict(data=1, expert=8)), 8, "batch_size"),  # batch over experts
 ])
 def test_bad_values_name_the_field(change, devices, field):
   cfg = tiny_config()
@@ -110,4 +112,18 @@ def test_defaults_are_written_once_in_the_dataclasses():
 def test_unknown_block_kind_lists_the_registered_ones():
   cfg = tiny_config(model=tiny_model(pattern=("dense", "moee")))
   with pytest.raises(ConfigError, match=r"config\.model\.pattern='moee'.*'moe'"):
+    config_lib.validate(cfg, 1)
+
+
+def test_experts_must_split_over_the_expert_axis():
+  from zoo.families.mixture_of_experts import MoeConfig
+  from zoo.families.mixture_of_depths import ModConfig
+  from zoo.testing import tiny_model
+  from zoo.config import MeshConfig
+  cfg = tiny_config(model=tiny_model(pattern=("dense", "moe"), moe=MoeConfig(num_experts=6)),
+                    mesh=MeshConfig(data=1, expert=4))
+  with pytest.raises(ConfigError, match=r"config\.model\.moe\.num_experts=6.*mesh\.expert=4"):
+    config_lib.validate(cfg, 4)
+  cfg = tiny_config(model=tiny_model(pattern=("dense", "mod"), mod=ModConfig(backend="gpu")))
+  with pytest.raises(ConfigError, match=r"config\.model\.mod\.backend='gpu'"):
     config_lib.validate(cfg, 1)

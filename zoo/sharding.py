@@ -8,7 +8,7 @@ expert parallelism is data parallelism (GShard, Lepikhin et al. 2020), so a chip
 `expert` axis holds its own tokens and its own experts' weights.
 
 Kernels run per shard: `per_shard` wraps a function in `jax.shard_map` over the active mesh
-(GSPMD cannot partition a Mosaic kernel: it replicates its operands or fails), unless the run
+(GSPMD cannot partition a Mosaic kernel: the compile fails), unless the run
 asks for `partition="gspmd"`. Inside, `expert_shards` and `all_to_all_experts` move tokens
 to the chips that hold their experts.
 """
